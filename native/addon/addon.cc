@@ -1,0 +1,83 @@
+// Entry point: registers the native surface described in lib/binding.ts.
+// State lives in per-environment instance data (AddonData), so the addon can
+// be loaded by several worker_threads at once.
+#include <napi.h>
+
+#include "../core/runtime.h"
+#include "addon_data.h"
+#include "errors.h"
+#include "module_wrap.h"
+#include "tensor_wrap.h"
+
+namespace torchfold::addon {
+
+AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+namespace {
+
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) throw_type_error(info.Env(), "Expected a function");
+  addon_data(info.Env()).error_factory = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_type_error(env, "Expected a number for threads");
+  const int n = info[0].As<Napi::Number>().Int32Value();
+  guard_sync(env, [&]() { core::set_num_threads(n); });
+  return env.Undefined();
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), core::get_num_threads());
+}
+
+Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), guard_sync(info.Env(), [] { return core::cuda_available(); }));
+}
+
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), guard_sync(info.Env(), [] { return core::cuda_device_count(); }));
+}
+
+Napi::Value Versions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("libtorch", core::libtorch_version());
+  o.Set("libtorchHeaders", core::libtorch_header_version());
+  o.Set("napi", Napi::Number::New(env, NAPI_VERSION));
+  o.Set("cudaBuild", Napi::Boolean::New(env, core::built_with_cuda()));
+  return o;
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at env teardown
+  Napi::Function module_ctor = ModuleWrap::Define(env);
+  Napi::Function tensor_ctor = TensorWrap::Define(env);
+  data->module_ctor = Napi::Persistent(module_ctor);
+  data->tensor_ctor = Napi::Persistent(tensor_ctor);
+
+  exports.Set("NativeModule", module_ctor);
+  exports.Set("NativeTensor", tensor_ctor);
+  exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
+  exports.Set("load", Napi::Function::New<ModuleWrap::Load>(env, "load"));
+  exports.Set("tensorFromBuffer", Napi::Function::New<TensorWrap::FromBuffer>(env, "tensorFromBuffer"));
+  exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
+  exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
+  exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
+  exports.Set("versions", Napi::Function::New<Versions>(env, "versions"));
+  return exports;
+}
+
+}  // namespace torchfold::addon
+
+static Napi::Object InitTorchfold(Napi::Env env, Napi::Object exports) {
+  return torchfold::addon::Init(env, exports);
+}
+
+NODE_API_MODULE(torchfold, InitTorchfold)

@@ -1,0 +1,185 @@
+#include "module_wrap.h"
+
+#include "addon_data.h"
+#include "convert.h"
+#include "errors.h"
+#include "promise_worker.h"
+
+namespace torchfold::addon {
+
+Napi::Function ModuleWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeModule", {
+      InstanceMethod<&ModuleWrap::Run>("run"),
+      InstanceMethod<&ModuleWrap::Save>("save"),
+      InstanceMethod<&ModuleWrap::Clone>("clone"),
+      InstanceMethod<&ModuleWrap::To>("to"),
+      InstanceMethod<&ModuleWrap::Methods>("methods"),
+      InstanceMethod<&ModuleWrap::Graph>("graph"),
+      InstanceMethod<&ModuleWrap::NamedModules>("namedModules"),
+      InstanceMethod<&ModuleWrap::Parameters>("parameters"),
+      InstanceMethod<&ModuleWrap::Buffers>("buffers"),
+      InstanceMethod<&ModuleWrap::Device>("device"),
+      InstanceMethod<&ModuleWrap::Training>("training"),
+      InstanceMethod<&ModuleWrap::SetTraining>("setTraining"),
+      InstanceMethod<&ModuleWrap::InFlight>("inFlight"),
+      InstanceMethod<&ModuleWrap::Dispose>("dispose"),
+      InstanceMethod<&ModuleWrap::Disposed>("disposed"),
+  });
+}
+
+ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModuleWrap>(info) {}
+
+ModuleWrap::~ModuleWrap() {
+  if (external_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
+}
+
+Napi::Object ModuleWrap::Create(Napi::Env env, core::ModulePtr module) {
+  Napi::Object obj = addon_data(env).module_ctor.New({});
+  Napi::ObjectWrap<ModuleWrap>::Unwrap(obj)->Set(env, std::move(module));
+  return obj;
+}
+
+void ModuleWrap::Set(Napi::Env env, core::ModulePtr module) {
+  module_ = std::move(module);
+  if (core::module_device(*module_) == "cpu") {
+    external_bytes_ = static_cast<int64_t>(core::module_bytes(*module_));
+    Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
+  }
+}
+
+void ModuleWrap::Release(Napi::Env env) {
+  module_.reset();
+  if (external_bytes_ != 0) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -external_bytes_);
+    external_bytes_ = 0;
+  }
+}
+
+const core::ModulePtr& ModuleWrap::module(Napi::Env env) const {
+  if (!module_) throw make_error(env, "ERR_DISPOSED", "The module has been disposed");
+  return module_;
+}
+
+Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = string_arg(info, 0, "path");
+  const std::string device = string_arg(info, 1, "device");
+  return PromiseWorker<core::ModulePtr>::Start(
+      Napi::Object::New(env), "torchfold:load",
+      [path, device]() { return core::load_module(path, device); },
+      [](Napi::Env e, core::ModulePtr& m) -> Napi::Value { return Create(e, m); });
+}
+
+Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string method = string_arg(info, 0, "method");
+  if (info.Length() < 2 || !info[1].IsArray()) throw_type_error(env, "Expected an array for inputs");
+  core::ModulePtr m = module(env);
+  std::vector<core::Value> inputs = to_core_values(env, info[1].As<Napi::Array>());
+  ++in_flight_;
+  return PromiseWorker<core::Value>::Start(
+      Value(), "torchfold:run",
+      [m, method, inputs = std::move(inputs)]() { return core::run_method(*m, method, inputs); },
+      [](Napi::Env e, core::Value& out) { return to_js_value(e, out); },
+      [this]() { --in_flight_; });
+}
+
+Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = string_arg(info, 0, "path");
+  core::ModulePtr m = module(env);
+  ++in_flight_;
+  return PromiseWorker<bool>::Start(
+      Value(), "torchfold:save",
+      [m, path]() { core::save_module(*m, path); return true; },
+      [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); },
+      [this]() { --in_flight_; });
+}
+
+Napi::Value ModuleWrap::StartModuleWork(const char* name, std::function<core::ModulePtr()> work) {
+  ++in_flight_;
+  return PromiseWorker<core::ModulePtr>::Start(
+      Value(), name, std::move(work),
+      [](Napi::Env e, core::ModulePtr& out) -> Napi::Value { return Create(e, out); },
+      [this]() { --in_flight_; });
+}
+
+Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
+  core::ModulePtr m = module(info.Env());
+  return StartModuleWork("torchfold:clone", [m]() { return core::clone_module(*m); });
+}
+
+Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
+  const std::string device = string_arg(info, 0, "device");
+  core::ModulePtr m = module(info.Env());
+  return StartModuleWork("torchfold:to", [m, device]() { return core::module_to_device(*m, device); });
+}
+
+Napi::Value ModuleWrap::Methods(const Napi::CallbackInfo& info) {
+  return to_js_strings(info.Env(), core::method_names(*module(info.Env())));
+}
+
+Napi::Value ModuleWrap::Graph(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string method = string_arg(info, 0, "method");
+  const core::ModulePtr& m = module(env);
+  return guard_sync(env, [&]() -> Napi::Value {
+    return Napi::String::New(env, core::graph_text(*m, method));
+  });
+}
+
+Napi::Value ModuleWrap::NamedModules(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto modules = core::named_modules(*module(env));
+  Napi::Array out = Napi::Array::New(env, modules.size());
+  for (size_t i = 0; i < modules.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("path", modules[i].path);
+    o.Set("type", modules[i].type);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
+Napi::Value ModuleWrap::Parameters(const Napi::CallbackInfo& info) {
+  return to_js_tensor_infos(info.Env(), core::parameters(*module(info.Env())));
+}
+
+Napi::Value ModuleWrap::Buffers(const Napi::CallbackInfo& info) {
+  return to_js_tensor_infos(info.Env(), core::buffers(*module(info.Env())));
+}
+
+Napi::Value ModuleWrap::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), core::module_device(*module(info.Env())));
+}
+
+Napi::Value ModuleWrap::Training(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), core::is_training(*module(info.Env())));
+}
+
+Napi::Value ModuleWrap::SetTraining(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBoolean()) throw_type_error(env, "Expected a boolean for training");
+  const core::ModulePtr& m = module(env);
+  if (in_flight_ > 0) {
+    throw make_error(env, "ERR_BUSY", "Cannot switch train/eval mode while " +
+                     std::to_string(in_flight_) + " call(s) on this module are in flight; await them first");
+  }
+  core::set_training(*m, info[0].As<Napi::Boolean>().Value());
+  return env.Undefined();
+}
+
+Napi::Value ModuleWrap::InFlight(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), in_flight_);
+}
+
+Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
+  Release(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value ModuleWrap::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !module_);
+}
+
+}  // namespace torchfold::addon

@@ -1,0 +1,40 @@
+#include "error.h"
+
+#include <c10/util/Exception.h>
+
+namespace torchfold::core {
+
+const char* code_name(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::FileNotFound: return "ERR_FILE_NOT_FOUND";
+    case ErrorCode::NotAFile: return "ERR_NOT_A_FILE";
+    case ErrorCode::FileUnreadable: return "ERR_FILE_UNREADABLE";
+    case ErrorCode::NotTorchScript: return "ERR_NOT_TORCHSCRIPT";
+    case ErrorCode::InvalidArg: return "ERR_INVALID_ARG";
+    case ErrorCode::DeviceUnavailable: return "ERR_DEVICE_UNAVAILABLE";
+    case ErrorCode::MethodNotFound: return "ERR_METHOD_NOT_FOUND";
+    case ErrorCode::Io: return "ERR_IO";
+    case ErrorCode::Unsupported: return "ERR_UNSUPPORTED";
+    case ErrorCode::Torch: return "ERR_TORCH";
+  }
+  return "ERR_TORCH";
+}
+
+Error describe_current_exception() {
+  try {
+    throw;
+  } catch (const Error& e) {
+    return e;
+  } catch (const c10::Error& e) {
+    // what_without_backtrace() keeps libtorch's message but drops the C++ frames.
+    return Error(ErrorCode::Torch, e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return Error(ErrorCode::Torch, "out of memory");
+  } catch (const std::exception& e) {
+    return Error(ErrorCode::Torch, e.what());
+  } catch (...) {
+    return Error(ErrorCode::Torch, "unknown C++ exception");
+  }
+}
+
+}  // namespace torchfold::core

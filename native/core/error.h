@@ -1,0 +1,42 @@
+// Errors raised by the core. Every failure a caller can cause or meet leaves the
+// core as a torchfold::core::Error with a stable code; the addon turns it into a
+// JS TorchfoldError with the same code. No Node headers here.
+#pragma once
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+namespace torchfold::core {
+
+enum class ErrorCode {
+  FileNotFound,
+  NotAFile,
+  FileUnreadable,
+  NotTorchScript,
+  InvalidArg,
+  DeviceUnavailable,
+  MethodNotFound,
+  Io,
+  Unsupported,
+  Torch,
+};
+
+// The stable string form, e.g. "ERR_FILE_NOT_FOUND".
+const char* code_name(ErrorCode code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// Turns whatever was thrown (core::Error, c10::Error, std::exception, anything)
+// into a core::Error. Call it from a catch (...) block only.
+Error describe_current_exception();
+
+}  // namespace torchfold::core

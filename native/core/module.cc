@@ -1,0 +1,239 @@
+#include "module.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <c10/core/GradMode.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <random>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "runtime.h"
+#include "tensor.h"
+
+namespace torchfold::core {
+
+namespace {
+
+const char* kExportHint =
+    "Export it as TorchScript first: in Python, m = torch.jit.script(model) (or "
+    "torch.jit.trace(model, example)) and then m.save('model.pt').";
+
+void check_readable_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) {
+      throw Error(ErrorCode::FileNotFound, "No such file: " + path);
+    }
+    throw Error(ErrorCode::FileUnreadable, "Cannot read " + path + ": " + std::strerror(err));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    throw Error(ErrorCode::NotAFile, path + " is a directory, not a TorchScript file");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(ErrorCode::NotAFile, path + " is not a regular file");
+  }
+  if (::access(path.c_str(), R_OK) != 0) {
+    throw Error(ErrorCode::FileUnreadable, "Cannot read " + path + ": " + std::strerror(errno));
+  }
+  if (st.st_size == 0) {
+    throw Error(ErrorCode::NotTorchScript, path + " is empty, not a TorchScript file");
+  }
+}
+
+std::string read_magic(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error(ErrorCode::FileUnreadable, "Cannot open " + path + ": " + std::strerror(errno));
+  char buf[4] = {0, 0, 0, 0};
+  const size_t n = std::fread(buf, 1, sizeof buf, f);
+  std::fclose(f);
+  return std::string(buf, n);
+}
+
+// TorchScript archives are zip files holding <name>/code/ and <name>/constants.pkl;
+// torch.save archives hold data.pkl alone.
+void check_torchscript_archive(const std::string& path) {
+  const std::string magic = read_magic(path);
+  if (magic.size() < 4 || magic.compare(0, 4, "PK\x03\x04") != 0) {
+    const bool pickle = !magic.empty() && static_cast<unsigned char>(magic[0]) == 0x80;
+    throw Error(ErrorCode::NotTorchScript,
+                path + (pickle ? " is a Python pickle (a legacy torch.save file), not TorchScript. "
+                               : " is not a TorchScript file (not a zip archive). ") + kExportHint);
+  }
+  std::vector<std::string> records;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    records = reader.getAllRecords();
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive: " +
+                e.what_without_backtrace());
+  }
+  bool has_code = false, has_constants = false, has_data = false;
+  for (const auto& r : records) {
+    if (r.rfind("code/", 0) == 0) has_code = true;
+    if (r == "constants.pkl") has_constants = true;
+    if (r == "data.pkl") has_data = true;
+  }
+  if (has_code && has_constants) return;
+  if (has_data) {
+    throw Error(ErrorCode::NotTorchScript,
+                path + " was saved with torch.save (a state_dict or pickled object), not as "
+                "TorchScript: it holds weights but no code. " + kExportHint);
+  }
+  throw Error(ErrorCode::NotTorchScript,
+              path + " is a zip archive without TorchScript code. " + kExportHint);
+}
+
+std::string clean_type_name(const c10::ClassTypePtr& type) {
+  if (!type || !type->name()) return "";
+  std::string name = type->name()->qualifiedName();
+  const std::string prefix = "__torch__.";
+  if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+  // torch.jit mangles re-scripted classes as ___torch_mangle_N.
+  const std::string mangle = "___torch_mangle_";
+  for (size_t pos; (pos = name.find(mangle)) != std::string::npos;) {
+    size_t end = name.find('.', pos);
+    name.erase(pos, end == std::string::npos ? std::string::npos : end - pos + 1);
+  }
+  return name;
+}
+
+template <typename List>
+std::vector<TensorInfo> describe(List&& list) {
+  std::vector<TensorInfo> out;
+  for (const auto& item : list) {
+    const at::Tensor& t = item.value;
+    out.push_back({item.name, t.sizes().vec(), dtype_name(t.scalar_type()), device_name(t.device())});
+  }
+  return out;
+}
+
+void fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+std::string temp_path_for(const std::string& path) {
+  std::random_device rd;
+  return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
+}
+
+}  // namespace
+
+ModulePtr load_module(const std::string& path, const std::string& device_name_in) {
+  const c10::Device device = parse_device(device_name_in);
+  apply_thread_settings();
+  check_readable_file(path);
+  check_torchscript_archive(path);
+  return std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
+}
+
+void save_module(const torch::jit::Module& module, const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw Error(ErrorCode::FileNotFound, "Cannot save to " + path + ": no such directory " + dir);
+  }
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    throw Error(ErrorCode::NotAFile, "Cannot save to " + path + ": it is a directory");
+  }
+  const std::string tmp = temp_path_for(path);
+  try {
+    module.save(tmp);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    Error e = describe_current_exception();
+    throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + e.what());
+  }
+  fsync_path(tmp, O_RDONLY);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(err));
+  }
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+ModulePtr clone_module(const torch::jit::Module& module) {
+  return std::make_shared<torch::jit::Module>(module.deepcopy());
+}
+
+ModulePtr module_to_device(const torch::jit::Module& module, const std::string& device_name_in) {
+  const c10::Device device = parse_device(device_name_in);
+  auto copy = std::make_shared<torch::jit::Module>(module.deepcopy());
+  copy->to(device);
+  return copy;
+}
+
+std::vector<std::string> method_names(const torch::jit::Module& module) {
+  std::vector<std::string> names;
+  for (const auto& m : module.get_methods()) names.push_back(m.name());
+  return names;
+}
+
+std::string graph_text(const torch::jit::Module& module, const std::string& method) {
+  auto m = module.find_method(method);
+  if (!m) {
+    throw Error(ErrorCode::MethodNotFound, "The module has no method '" + method + "'");
+  }
+  return m->graph()->toString();
+}
+
+std::vector<NamedModule> named_modules(const torch::jit::Module& module) {
+  std::vector<NamedModule> out;
+  for (const auto& item : module.named_modules()) {
+    out.push_back({item.name, clean_type_name(item.value.type())});
+  }
+  return out;
+}
+
+std::vector<TensorInfo> parameters(const torch::jit::Module& module) {
+  return describe(module.named_parameters(/*recurse=*/true));
+}
+
+std::vector<TensorInfo> buffers(const torch::jit::Module& module) {
+  return describe(module.named_buffers(/*recurse=*/true));
+}
+
+std::string module_device(const torch::jit::Module& module) {
+  for (const auto& p : module.parameters()) return device_name(p.device());
+  for (const auto& b : module.buffers()) return device_name(b.device());
+  return "cpu";
+}
+
+size_t module_bytes(const torch::jit::Module& module) {
+  size_t total = 0;
+  for (const auto& p : module.parameters()) total += tensor_nbytes(p);
+  for (const auto& b : module.buffers()) total += tensor_nbytes(b);
+  return total;
+}
+
+Value run_method(const torch::jit::Module& module, const std::string& method,
+                 const std::vector<Value>& inputs) {
+  auto m = module.find_method(method);
+  if (!m) {
+    throw Error(ErrorCode::MethodNotFound, "The module has no method '" + method + "'");
+  }
+  apply_thread_settings();
+  c10::NoGradGuard no_grad;
+  std::vector<c10::IValue> stack = to_stack(inputs, m->function().getSchema(), method + "()");
+  return from_ivalue((*m)(std::move(stack)));
+}
+
+}  // namespace torchfold::core
+
+namespace torchfold::core {
+
+void set_training(torch::jit::Module& module, bool on) { module.train(on); }
+
+bool is_training(const torch::jit::Module& module) { return module.is_training(); }
+
+}  // namespace torchfold::core

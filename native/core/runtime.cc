@@ -1,0 +1,54 @@
+#include "runtime.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <atomic>
+
+#include "error.h"
+
+#ifndef TORCHFOLD_LIBTORCH_VERSION
+#define TORCHFOLD_LIBTORCH_VERSION TORCH_VERSION
+#endif
+
+namespace torchfold::core {
+
+namespace {
+std::atomic<int> wanted_threads{0};  // 0: leave libtorch's default
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw Error(ErrorCode::InvalidArg, "Expected a positive integer for threads");
+  wanted_threads.store(n);
+  at::set_num_threads(n);
+}
+
+int get_num_threads() {
+  const int wanted = wanted_threads.load();
+  return wanted > 0 ? wanted : at::get_num_threads();
+}
+
+void apply_thread_settings() {
+  const int wanted = wanted_threads.load();
+  if (wanted > 0 && at::get_num_threads() != wanted) at::set_num_threads(wanted);
+}
+
+bool cuda_available() { return torch::cuda::is_available(); }
+
+int cuda_device_count() {
+  return cuda_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+std::string libtorch_version() { return TORCHFOLD_LIBTORCH_VERSION; }
+std::string libtorch_header_version() { return TORCH_VERSION; }
+
+bool built_with_cuda() {
+#ifdef TORCHFOLD_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace torchfold::core

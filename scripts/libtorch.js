@@ -1,0 +1,205 @@
+#!/usr/bin/env node
+'use strict';
+// The one place that decides which libtorch torchfold builds against.
+// CMakeLists.txt, binding.gyp, scripts/setup.sh and the runtime loader all ask
+// this script, so the two builds cannot drift apart.
+//
+// Search order (first hit wins):
+//   1. $LIBTORCH: a libtorch folder (official zip, or the torch/ folder of a pip-installed PyTorch)
+//   2. a PyTorch importable by the `python3` first on PATH (torch.utils.cmake_prefix_path)
+//   3. the system (Debian/Ubuntu `libtorch-dev`, or /usr/local)
+// Never downloads anything.
+//
+// Usage: node scripts/libtorch.js [--json | --field NAME | --gyp-includes | --gyp-libs |
+//                                  --gyp-ldflags | --gyp-defines | --check]
+
+const fs = require('fs');
+const path = require('path');
+const { execFileSync } = require('child_process');
+
+const CONFIG_REL = path.join('Torch', 'TorchConfig.cmake');
+
+function exists(p) {
+  try { fs.accessSync(p); return true; } catch { return false; }
+}
+
+function libFile(libDir, name) {
+  for (const ext of ['.so', '.dylib']) {
+    const p = path.join(libDir, `lib${name}${ext}`);
+    if (exists(p)) return p;
+  }
+  return null;
+}
+
+function readAbi(cmakeDir) {
+  // TorchConfig.cmake records the ABI its libraries were built with.
+  const text = fs.readFileSync(path.join(cmakeDir, CONFIG_REL), 'utf8');
+  const m = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+function readVersion(root, cmakeDir, source) {
+  const buildVersion = path.join(root, 'build-version');
+  if (exists(buildVersion)) return fs.readFileSync(buildVersion, 'utf8').trim();
+  const pyVersion = path.join(root, 'version.py');
+  if (exists(pyVersion)) {
+    const m = /__version__\s*=\s*['"]([^'"]+)['"]/.exec(fs.readFileSync(pyVersion, 'utf8'));
+    if (m) return m[1];
+  }
+  if (source === 'system') {
+    try {
+      const v = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libtorch-dev'],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      if (v) return v.replace(/\+.*$/, '');
+    } catch { /* not a Debian system, fall through */ }
+  }
+  const cv = path.join(cmakeDir, 'Torch', 'TorchConfigVersion.cmake');
+  if (exists(cv)) {
+    const m = /PACKAGE_VERSION\s+"([^"]+)"/.exec(fs.readFileSync(cv, 'utf8'));
+    if (m) return m[1];
+  }
+  return 'unknown';
+}
+
+// Describe a libtorch given its root (holding include/ and lib/) and its cmake dir
+// (the folder that holds Torch/TorchConfig.cmake).
+function describe(source, root, cmakeDir, libDir, includeRoot) {
+  const required = ['torch', 'torch_cpu', 'c10'];
+  const missing = required.filter((n) => !libFile(libDir, n));
+  if (missing.length) return { error: `no lib${missing.join('.so, lib')}.so in ${libDir}` };
+  const header = path.join(includeRoot, 'torch', 'script.h');
+  if (!exists(header)) return { error: `no torch/script.h under ${includeRoot}` };
+  const cuda = Boolean(libFile(libDir, 'torch_cuda') && libFile(libDir, 'c10_cuda'));
+  const libraries = cuda ? ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda'] : required;
+  return {
+    source,
+    root,
+    cmakePrefixPath: cmakeDir,
+    includeDirs: [includeRoot, path.join(includeRoot, 'torch', 'csrc', 'api', 'include')],
+    libDir,
+    libraries,
+    libraryFiles: libraries.map((n) => libFile(libDir, n)),
+    cuda,
+    cxx11Abi: readAbi(cmakeDir),
+    version: readVersion(root, cmakeDir, source),
+  };
+}
+
+function fromFolder(source, folder) {
+  const root = path.resolve(folder);
+  const cmakeDir = path.join(root, 'share', 'cmake');
+  if (!exists(path.join(cmakeDir, CONFIG_REL))) {
+    return { error: `no share/cmake/Torch/TorchConfig.cmake in ${root}` };
+  }
+  return describe(source, root, cmakeDir, path.join(root, 'lib'), path.join(root, 'include'));
+}
+
+function fromEnv() {
+  const dir = process.env.LIBTORCH;
+  if (!dir) return { skipped: 'LIBTORCH is not set' };
+  if (!exists(dir)) return { error: `LIBTORCH=${dir} does not exist` };
+  return fromFolder('LIBTORCH', dir);
+}
+
+function fromPython() {
+  let out;
+  try {
+    out = execFileSync('python3', ['-c',
+      'import torch.utils, sys; sys.stdout.write(torch.utils.cmake_prefix_path)'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 60000 });
+  } catch {
+    return { skipped: 'the python3 on PATH cannot import torch' };
+  }
+  // cmake_prefix_path is <torch>/share/cmake
+  const r = fromFolder('python', path.resolve(out.trim(), '..', '..'));
+  if (r.error) r.error = `python3's torch (${out.trim()}): ${r.error}`;
+  return r;
+}
+
+function multiarch() {
+  try {
+    return execFileSync('gcc', ['-dumpmachine'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
+  }
+}
+
+function fromSystem() {
+  const triplet = multiarch();
+  const candidates = [
+    { cmake: `/usr/lib/${triplet}/cmake`, lib: `/usr/lib/${triplet}`, inc: '/usr/include', root: '/usr' },
+    { cmake: '/usr/lib/cmake', lib: '/usr/lib', inc: '/usr/include', root: '/usr' },
+    { cmake: '/usr/local/lib/cmake', lib: '/usr/local/lib', inc: '/usr/local/include', root: '/usr/local' },
+    { cmake: '/usr/local/share/cmake', lib: '/usr/local/lib', inc: '/usr/local/include', root: '/usr/local' },
+  ];
+  const tried = [];
+  for (const c of candidates) {
+    if (!exists(path.join(c.cmake, CONFIG_REL))) { tried.push(c.cmake); continue; }
+    return describe('system', c.root, c.cmake, c.lib, c.inc);
+  }
+  return { skipped: `no Torch/TorchConfig.cmake under ${tried.join(', ')}` };
+}
+
+function locate() {
+  const attempts = [];
+  for (const [name, fn] of [['LIBTORCH', fromEnv], ['python3', fromPython], ['system', fromSystem]]) {
+    const r = fn();
+    if (r.source) return { found: r, attempts };
+    attempts.push(`${name}: ${r.error || r.skipped}`);
+    // An explicit LIBTORCH that is wrong must not silently fall back to another libtorch.
+    if (name === 'LIBTORCH' && r.error) break;
+  }
+  return { found: null, attempts };
+}
+
+function failureMessage(attempts) {
+  return [
+    'torchfold: no usable libtorch was found.',
+    'Tried, in order:',
+    ...attempts.map((a) => `  - ${a}`),
+    'Possible solutions:',
+    '  - Debian/Ubuntu: sudo apt-get install -y libtorch-dev   (or run: bash scripts/setup.sh as root)',
+    '  - An official libtorch zip: unzip it and set LIBTORCH=/path/to/libtorch',
+    '  - A pip-installed PyTorch: LIBTORCH="$(python3 -c \'import torch, os; print(os.path.dirname(torch.__file__))\')"',
+  ].join('\n');
+}
+
+function main(argv) {
+  const { found, attempts } = locate();
+  if (!found) {
+    process.stderr.write(failureMessage(attempts) + '\n');
+    process.exit(1);
+  }
+  const arg = argv[0] || '--json';
+  const q = (s) => (/[\s"']/.test(s) ? JSON.stringify(s) : s);
+  const rpath = found.source === 'system' ? [] : [`-Wl,-rpath,${found.libDir}`];
+  const cudaLibs = found.cuda ? ['-Wl,--no-as-needed', '-ltorch_cuda', '-lc10_cuda', '-Wl,--as-needed'] : [];
+  switch (arg) {
+    case '--json': process.stdout.write(JSON.stringify(found, null, 2) + '\n'); break;
+    case '--check': process.stdout.write(`libtorch ${found.version} (${found.source}) at ${found.root}\n`); break;
+    case '--field': {
+      const v = found[argv[1]];
+      process.stdout.write((Array.isArray(v) ? v.join(';') : String(v)) + '\n');
+      break;
+    }
+    case '--gyp-includes': process.stdout.write(found.includeDirs.map(q).join(' ') + '\n'); break;
+    case '--gyp-defines': process.stdout.write(defines(found).join(' ') + '\n'); break;
+    case '--gyp-libs':
+      process.stdout.write([`-L${q(found.libDir)}`, ...rpath, ...cudaLibs,
+        ...found.libraries.filter((l) => !l.endsWith('_cuda')).map((l) => `-l${l}`)].join(' ') + '\n');
+      break;
+    default:
+      process.stderr.write(`libtorch.js: unknown option ${arg}\n`);
+      process.exit(2);
+  }
+}
+
+function defines(found) {
+  const d = [`TORCHFOLD_LIBTORCH_VERSION="${found.version}"`];
+  if (found.cxx11Abi !== null) d.push(`_GLIBCXX_USE_CXX11_ABI=${found.cxx11Abi}`);
+  if (found.cuda) d.push('TORCHFOLD_WITH_CUDA=1');
+  return d;
+}
+
+module.exports = { locate, failureMessage, defines };
+if (require.main === module) main(process.argv.slice(2));
