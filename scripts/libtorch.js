@@ -195,7 +195,8 @@ function main(argv) {
 }
 
 function defines(found) {
-  const d = [`TORCHFOLD_LIBTORCH_VERSION="${found.version}"`];
+  // A bare token (the C++ side stringifies it): quotes do not survive gyp's shell escaping.
+  const d = [`TORCHFOLD_LIBTORCH_VERSION=${found.version.replace(/[^0-9A-Za-z.+_-]/g, '_')}`];
   if (found.cxx11Abi !== null) d.push(`_GLIBCXX_USE_CXX11_ABI=${found.cxx11Abi}`);
   if (found.cuda) d.push('TORCHFOLD_WITH_CUDA=1');
   return d;

@@ -8,9 +8,9 @@
 
 #include "error.h"
 
-#ifndef TORCHFOLD_LIBTORCH_VERSION
-#define TORCHFOLD_LIBTORCH_VERSION TORCH_VERSION
-#endif
+// The build passes the version as a bare token (quotes do not survive gyp).
+#define TORCHFOLD_STRINGIFY_(x) #x
+#define TORCHFOLD_STRINGIFY(x) TORCHFOLD_STRINGIFY_(x)
 
 namespace torchfold::core {
 
@@ -40,7 +40,13 @@ int cuda_device_count() {
   return cuda_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
 }
 
-std::string libtorch_version() { return TORCHFOLD_LIBTORCH_VERSION; }
+std::string libtorch_version() {
+#ifdef TORCHFOLD_LIBTORCH_VERSION
+  return TORCHFOLD_STRINGIFY(TORCHFOLD_LIBTORCH_VERSION);
+#else
+  return TORCH_VERSION;
+#endif
+}
 std::string libtorch_header_version() { return TORCH_VERSION; }
 
 bool built_with_cuda() {

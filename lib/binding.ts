@@ -1,0 +1,136 @@
+/**
+ * The only file that loads the native addon. It describes the raw native
+ * surface and turns a failed load into one error that lists causes and fixes.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { TorchfoldError } from './errors';
+
+export type NativeValue =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | NativeTensor
+  | NativeValue[]
+  | Map<unknown, NativeValue>
+  | { [key: string]: NativeValue };
+
+export interface TensorInfo {
+  name: string;
+  shape: number[];
+  dtype: string;
+  device: string;
+}
+
+export interface NativeTensor {
+  shape(): number[];
+  dtype(): string;
+  device(): string;
+  toBuffer(): ArrayBuffer;
+  to(device: string): Promise<NativeTensor>;
+  dispose(): void;
+  disposed(): boolean;
+}
+
+export interface NativeModule {
+  run(method: string, inputs: NativeValue[]): Promise<NativeValue>;
+  save(path: string): Promise<void>;
+  clone(): Promise<NativeModule>;
+  to(device: string): Promise<NativeModule>;
+  methods(): string[];
+  graph(method: string): string;
+  namedModules(): { path: string; type: string }[];
+  parameters(): TensorInfo[];
+  buffers(): TensorInfo[];
+  device(): string;
+  training(): boolean;
+  setTraining(on: boolean): void;
+  inFlight(): number;
+  dispose(): void;
+  disposed(): boolean;
+}
+
+export interface NativeBinding {
+  NativeModule: new () => NativeModule;
+  NativeTensor: new () => NativeTensor;
+  setErrorFactory(factory: (message: string, code: string) => Error): void;
+  load(path: string, device: string): Promise<NativeModule>;
+  tensorFromBuffer(bytes: Uint8Array, dtype: string, shape: number[]): NativeTensor;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  cudaIsAvailable(): boolean;
+  cudaDeviceCount(): number;
+  versions(): { libtorch: string; libtorchHeaders: string; napi: number; cudaBuild: boolean };
+}
+
+/** The package root: the nearest folder above this file with torchfold's package.json. */
+export function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      try {
+        if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'torchfold') return dir;
+      } catch {
+        /* unreadable package.json: keep looking */
+      }
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return path.resolve(__dirname, '..');
+    dir = parent;
+  }
+}
+
+function loadFailure(cause: unknown, tried: string): TorchfoldError {
+  const message = cause instanceof Error ? cause.message : String(cause);
+  const hints: string[] = [];
+  if (/cannot open shared object file|Library not loaded/.test(message)) {
+    hints.push('libtorch\'s shared libraries are not on the loader path: install libtorch-dev ' +
+      '(apt-get install -y libtorch-dev) or set LD_LIBRARY_PATH to your libtorch\'s lib folder');
+  }
+  if (/undefined symbol/.test(message)) {
+    hints.push('the addon was built against a different libtorch (ABI mismatch): rebuild with ' +
+      '`npm run build:native` against the libtorch you run with');
+  }
+  if (/No native build was found|Cannot find module/.test(message)) {
+    hints.push('the addon is not built: run `bash scripts/setup.sh` (or `npm run build:native`)');
+  }
+  hints.push('run `node scripts/libtorch.js --check` to see which libtorch the build finds');
+  const err = new TorchfoldError(
+    `torchfold: the native addon could not be loaded (${tried}).\n` +
+    `Cause: ${message.split('\n')[0]}\nPossible solutions:\n${hints.map((h) => `  - ${h}`).join('\n')}`,
+    'ERR_NATIVE_LOAD',
+  );
+  (err as Error & { cause?: unknown }).cause = cause;
+  return err;
+}
+
+function loadBinding(): NativeBinding {
+  const root = packageRoot();
+  const override = process.env.TORCHFOLD_ADDON;
+  let binding: NativeBinding;
+  try {
+    if (override) {
+      binding = require(path.resolve(override)) as NativeBinding;
+    } else {
+      // node-gyp-build prefers build/Release and falls back to prebuilds/.
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      binding = require('node-gyp-build')(root) as NativeBinding;
+    }
+  } catch (e) {
+    throw loadFailure(e, override ? `TORCHFOLD_ADDON=${override}` : `from ${root}`);
+  }
+  binding.setErrorFactory((message, code) => new TorchfoldError(message, code as TorchfoldError['code']));
+  return binding;
+}
+
+let cached: NativeBinding | undefined;
+
+/** The native binding, loaded on first use. */
+export function native(): NativeBinding {
+  if (!cached) cached = loadBinding();
+  return cached;
+}
