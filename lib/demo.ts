@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+/**
+ * The built-in demo: loads a TorchScript model (by default the small ResNet-style
+ * model shipped in models/demo.pt), runs it and prints what was loaded, its
+ * methods, and a forward's output summary and timing.
+ *
+ *   node dist/demo.js [model.pt] [--shape 1,3,64,64] [--runs 20] [--threads N]
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { packageRoot } from './binding';
+import { load, ScriptModule } from './module';
+import { getNumThreads, setNumThreads, versions } from './runtime';
+import { Tensor } from './tensor';
+import { TorchValue } from './values';
+
+interface DemoArgs { model: string; shape: number[]; runs: number; threads?: number }
+
+function parseArgs(argv: string[]): DemoArgs {
+  const root = packageRoot();
+  const meta = JSON.parse(fs.readFileSync(path.join(root, 'models', 'demo.json'), 'utf8'));
+  const args: DemoArgs = { model: path.join(root, 'models', 'demo.pt'), shape: meta.input.shape, runs: 20 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--shape') args.shape = argv[++i].split(',').map(Number);
+    else if (a === '--runs') args.runs = Number(argv[++i]);
+    else if (a === '--threads') args.threads = Number(argv[++i]);
+    else if (a === '--help' || a === '-h') {
+      console.log('usage: node dist/demo.js [model.pt] [--shape 1,3,64,64] [--runs 20] [--threads N]');
+      process.exit(0);
+    } else args.model = a;
+  }
+  return args;
+}
+
+/** Seeded normal samples (mulberry32 + Box-Muller), so every run sees the same input. */
+function seededNormal(n: number, seed = 0): Float32Array {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+function summarize(value: TorchValue): string {
+  if (!(value instanceof Tensor)) return JSON.stringify(value);
+  const data = value.toTypedArray() as Float32Array;
+  let min = Infinity, max = -Infinity, sum = 0;
+  for (const v of data) { min = Math.min(min, v); max = Math.max(max, v); sum += v; }
+  const row = value.shape.length === 2 ? Array.from(data.subarray(0, value.shape[1])) : [];
+  const argmax = row.length ? row.indexOf(Math.max(...row)) : -1;
+  return `Tensor ${value.dtype} [${value.shape.join(', ')}]  min ${min.toFixed(4)}  max ${max.toFixed(4)}  ` +
+    `mean ${(sum / data.length).toFixed(4)}${argmax >= 0 ? `  argmax(row 0) ${argmax}` : ''}`;
+}
+
+function describeModule(m: ScriptModule, file: string): void {
+  const modules = m.namedModules();
+  const params = m.parameters();
+  const count = params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  const bns = modules.filter((x) => /BatchNorm/.test(x.type)).length;
+  const convs = modules.filter((x) => /\.Conv(Transpose)?[123]d$/.test(x.type)).length;
+  console.log(`model      ${file} (${(fs.statSync(file).size / 1024).toFixed(0)} KiB)`);
+  console.log(`class      ${modules[0]?.type ?? '?'}`);
+  console.log(`methods    ${m.methods.join(', ')}`);
+  console.log(`modules    ${modules.length} (${convs} convolutions, ${bns} BatchNorm)`);
+  console.log(`parameters ${count.toLocaleString('en-US')} in ${params.length} tensors, on ${m.device}, ` +
+    `${m.training ? 'training' : 'eval'} mode`);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.threads) setNumThreads(args.threads);
+  console.log(`torchfold ${versions.torchfold}, libtorch ${versions.libtorch}, ${getNumThreads()} intra-op thread(s)`);
+  let t0 = performance.now();
+  const m = await load(args.model);
+  const loadMs = performance.now() - t0;
+  describeModule(m, args.model);
+  const n = args.shape.reduce((a, b) => a * b, 1);
+  const input = Tensor.from(seededNormal(n), args.shape);
+  t0 = performance.now();
+  const out = await m.forward(input);
+  const firstMs = performance.now() - t0;
+  const times: number[] = [];
+  for (let i = 0; i < args.runs; i++) {
+    t0 = performance.now();
+    await m.forward(input);
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  console.log(`input      Tensor float32 [${args.shape.join(', ')}] (seeded normal)`);
+  console.log(`output     ${summarize(out)}`);
+  console.log(`timing     load ${loadMs.toFixed(1)} ms, first forward ${firstMs.toFixed(1)} ms, ` +
+    `median of ${args.runs} forwards ${times[Math.floor(times.length / 2)]?.toFixed(2)} ms`);
+  await m.dispose();
+}
+
+main().catch((e: unknown) => {
+  const err = e as Error & { code?: string };
+  console.error(`torchfold demo failed${err.code ? ` [${err.code}]` : ''}: ${err.message}`);
+  process.exit(1);
+});
