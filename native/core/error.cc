@@ -20,6 +20,14 @@ const char* code_name(ErrorCode code) {
   return "ERR_TORCH";
 }
 
+std::string torch_message(const c10::Error& error) {
+  std::string msg = error.what_without_backtrace();
+  const auto pos = msg.find("  (Could this error message be improved?");
+  if (pos != std::string::npos) msg.erase(pos);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
 Error describe_current_exception() {
   try {
     throw;
@@ -27,7 +35,7 @@ Error describe_current_exception() {
     return e;
   } catch (const c10::Error& e) {
     // what_without_backtrace() keeps libtorch's message but drops the C++ frames.
-    return Error(ErrorCode::Torch, e.what_without_backtrace());
+    return Error(ErrorCode::Torch, torch_message(e));
   } catch (const std::bad_alloc&) {
     return Error(ErrorCode::Torch, "out of memory");
   } catch (const std::exception& e) {

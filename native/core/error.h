@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+namespace c10 { class Error; }
+
 namespace torchfold::core {
 
 enum class ErrorCode {
@@ -38,5 +40,9 @@ class Error : public std::runtime_error {
 // Turns whatever was thrown (core::Error, c10::Error, std::exception, anything)
 // into a core::Error. Call it from a catch (...) block only.
 Error describe_current_exception();
+
+// libtorch's message without the C++ backtrace and the "(Could this error
+// message be improved? ...)" boilerplate.
+std::string torch_message(const c10::Error& error);
 
 }  // namespace torchfold::core

@@ -70,8 +70,11 @@ void check_torchscript_archive(const std::string& path) {
     caffe2::serialize::PyTorchStreamReader reader(path);
     records = reader.getAllRecords();
   } catch (const c10::Error& e) {
-    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive: " +
-                e.what_without_backtrace());
+    // PyTorch's reader needs a complete zip with a 'version' record: a damaged
+    // or truncated copy, or a zip some other program wrote, ends here.
+    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (" +
+                torch_message(e) + "). If it is a damaged or truncated copy, copy it again. " +
+                kExportHint);
   }
   bool has_code = false, has_constants = false, has_data = false;
   for (const auto& r : records) {

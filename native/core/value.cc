@@ -195,7 +195,7 @@ std::vector<c10::IValue> to_stack(const std::vector<Value>& inputs,
   stack.reserve(declared);
   for (size_t i = 0; i < declared; ++i) {
     const auto& arg = args[i + 1];
-    const std::string where = "argument '" + arg.name() + "' of " + method;
+    const std::string where = method + " argument '" + arg.name() + "'";
     if (i < inputs.size()) {
       stack.push_back(to_ivalue(inputs[i], arg.type(), where));
     } else if (arg.default_value()) {
