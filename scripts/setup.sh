@@ -31,7 +31,7 @@ install_packages() {
   [ -z "$pkgs" ] && return 0
   if [ "$(id -u)" != 0 ]; then
     say "missing system packages: $pkgs"
-    say "run as root:  apt-get update && apt-get install -y --no-install-recommends $pkgs"
+    say "run as root:  apt-get update && apt-get install -y $pkgs"
     exit 1
   fi
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -43,7 +43,7 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  apt-get install -y -qq $pkgs >/dev/null
 }
 
 npm_install() {
