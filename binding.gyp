@@ -20,7 +20,7 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-fvisibility=hidden", "-O2", "-Wno-unused-parameter"],
+      "cflags_cc": ["<!@(node scripts/libtorch.js --gyp-std)", "-fexceptions", "-frtti", "-fvisibility=hidden", "-O2", "-Wno-unused-parameter"],
       "ldflags": ["-Wl,-z,now"],
       "libraries": ["<!@(node scripts/libtorch.js --gyp-libs)"]
     }

@@ -33,7 +33,7 @@ function upToDate() {
 }
 
 function nodeGypArgs() {
-  const args = ['rebuild', '--release'];
+  const args = ['rebuild', '--release', '--jobs=max', '--loglevel=warn'];
   // Offline, node-gyp must use the headers Node was installed with.
   if (!process.env.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
   return args;

@@ -61,6 +61,18 @@ function readVersion(root, cmakeDir, source) {
   return 'unknown';
 }
 
+// The C++ standard libtorch's headers demand: their own guard says so (PyTorch
+// 2.12+ requires C++20 of anything that includes ATen); older ones need C++17.
+function cxxStandard(includeRoot, version) {
+  for (const header of ['c10/util/C++17.h', 'ATen/ATen.h', 'torch/csrc/api/include/torch/all.h']) {
+    const p = path.join(includeRoot, header);
+    if (exists(p) && /C\+\+20 or (later|higher)/.test(fs.readFileSync(p, 'utf8'))) return 20;
+  }
+  const m = /^(\d+)\.(\d+)/.exec(version);
+  if (m && (Number(m[1]) > 2 || (Number(m[1]) === 2 && Number(m[2]) >= 12))) return 20;
+  return 17;
+}
+
 // Describe a libtorch given its root (holding include/ and lib/) and its cmake dir
 // (the folder that holds Torch/TorchConfig.cmake).
 function describe(source, root, cmakeDir, libDir, includeRoot) {
@@ -71,6 +83,7 @@ function describe(source, root, cmakeDir, libDir, includeRoot) {
   if (!exists(header)) return { error: `no torch/script.h under ${includeRoot}` };
   const cuda = Boolean(libFile(libDir, 'torch_cuda') && libFile(libDir, 'c10_cuda'));
   const libraries = cuda ? ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda'] : required;
+  const version = readVersion(root, cmakeDir, source);
   return {
     source,
     root,
@@ -81,7 +94,8 @@ function describe(source, root, cmakeDir, libDir, includeRoot) {
     libraryFiles: libraries.map((n) => libFile(libDir, n)),
     cuda,
     cxx11Abi: readAbi(cmakeDir),
-    version: readVersion(root, cmakeDir, source),
+    cxxStandard: cxxStandard(includeRoot, version),
+    version,
   };
 }
 
@@ -184,6 +198,7 @@ function main(argv) {
     }
     case '--gyp-includes': process.stdout.write(found.includeDirs.map(q).join(' ') + '\n'); break;
     case '--gyp-defines': process.stdout.write(defines(found).join(' ') + '\n'); break;
+    case '--gyp-std': process.stdout.write(`-std=c++${found.cxxStandard}\n`); break;
     case '--gyp-libs':
       process.stdout.write([`-L${q(found.libDir)}`, ...rpath, ...cudaLibs,
         ...found.libraries.filter((l) => !l.endsWith('_cuda')).map((l) => `-l${l}`)].join(' ') + '\n');

@@ -39,11 +39,21 @@ describe('libtorch locator (scripts/libtorch.js)', () => {
   it('LIBTORCH wins, and a CUDA libtorch links torch_cuda with --no-as-needed', () => {
     const root = fakeCudaLibtorch();
     const found = JSON.parse(locator(['--json'], { LIBTORCH: root }).stdout);
-    expect(found).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11Abi: 0, version: '2.5.1+cu124' });
+    expect(found).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11Abi: 0, version: '2.5.1+cu124', cxxStandard: 17 });
     const libs = locator(['--gyp-libs'], { LIBTORCH: root }).stdout;
     expect(libs).toMatch(/-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed/);
     expect(libs).toContain(`-Wl,-rpath,${path.join(root, 'lib')}`);
     expect(locator(['--gyp-defines'], { LIBTORCH: root }).stdout).toMatch(/_GLIBCXX_USE_CXX11_ABI=0 TORCHFOLD_WITH_CUDA=1/);
+  });
+
+  it('headers that demand C++20 get -std=c++20 in both builds', () => {
+    const root = fakeCudaLibtorch();
+    fs.mkdirSync(path.join(root, 'include/c10/util'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'include/c10/util/C++17.h'),
+      '#error C++20 or later compatible compiler is required to use PyTorch.\n');
+    expect(JSON.parse(locator(['--json'], { LIBTORCH: root }).stdout).cxxStandard).toBe(20);
+    expect(locator(['--gyp-std'], { LIBTORCH: root }).stdout.trim()).toBe('-std=c++20');
+    fs.rmSync(path.join(root, 'include/c10'), { recursive: true });
   });
 
   it('a wrong LIBTORCH fails with what was tried and how to fix it, never falling back', () => {
