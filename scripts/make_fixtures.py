@@ -95,6 +95,15 @@ class MultiMethod(nn.Module):
         return torch.flatten(pooled, 1) * scale
 
 
+@torch.jit.script
+class Pair(object):
+    """A TorchScript class: JS has no counterpart, so returning one is ERR_UNSUPPORTED."""
+
+    def __init__(self, a: int, b: int):
+        self.a = a
+        self.b = b
+
+
 class IValues(nn.Module):
     """No weights: each method exercises one corner of value mapping."""
 
@@ -132,6 +141,15 @@ class IValues(nn.Module):
     @torch.jit.export
     def nested(self, d: Dict[str, List[torch.Tensor]]) -> List[Tuple[str, int]]:
         return [(k, len(v)) for k, v in d.items()]
+
+    # The two below have no cases: torchfold must refuse their results clearly.
+    @torch.jit.export
+    def pair(self) -> Pair:
+        return Pair(1, 2)
+
+    @torch.jit.export
+    def as_complex(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_complex(x)
 
 
 class DTypes(nn.Module):

@@ -3,7 +3,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cuda, getNumThreads, load, setNumThreads, Tensor, TorchfoldError } from '../lib';
-import { badFile, inputsOf, model, tmpDir } from './helpers/fixtures';
+import { spawnSync } from 'child_process';
+import { badFile, inputsOf, model, ROOT, tmpDir } from './helpers/fixtures';
 
 const dir = tmpDir('errors');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -32,11 +33,23 @@ describe('load errors', () => {
     expect((await loadError(folder)).code).toBe('ERR_NOT_A_FILE');
   });
 
-  it.skipIf(process.getuid?.() === 0)('ERR_FILE_UNREADABLE for a file without read permission (skipped as root: root reads anything)', async () => {
+  it('ERR_FILE_UNREADABLE for a file without read permission', async (ctx) => {
     const file = path.join(dir, 'locked.pt');
     fs.copyFileSync(model('convbn_scripted').path, file);
     fs.chmodSync(file, 0o000);
-    expect((await loadError(file)).code).toBe('ERR_FILE_UNREADABLE');
+    if (process.getuid?.() !== 0) {
+      expect((await loadError(file)).code).toBe('ERR_FILE_UNREADABLE');
+      return;
+    }
+    // Root reads anything: try as 'nobody' in a child process instead, where it can see the package.
+    const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))}).getNumThreads()`],
+      { uid: 65534, gid: 65534, encoding: 'utf8' });
+    ctx.skip(probe.status !== 0, 'running as root and user nobody cannot read this checkout');
+    const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))}).load(process.argv[1])
+      .then(() => console.log('loaded'), (e) => console.log(e.code))`;
+    const r = spawnSync(process.execPath, ['-e', script, file], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('ERR_FILE_UNREADABLE');
   });
 
   it('ERR_NOT_TORCHSCRIPT for an empty file, random bytes, a zip without code, a truncated archive', async () => {
@@ -111,6 +124,23 @@ describe('run errors', () => {
   it('ERR_INVALID_ARG (rejected) for a Tensor where the schema wants something else', async () => {
     const m = await load(model('ivalues').path);
     await expect(m.run('ints', Tensor.from(new Int32Array(1)))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+  });
+
+  it('ERR_UNSUPPORTED for results JS cannot hold: a TorchScript class, a complex tensor', async () => {
+    const m = await load(model('ivalues').path);
+    await expect(m.run('pair')).rejects.toMatchObject({
+      code: 'ERR_UNSUPPORTED', message: expect.stringMatching(/Pair/),
+    });
+    const c = (await m.run('as_complex', Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]))) as Tensor;
+    expect(c.dtype).toBe('complexfloat');
+    expect(() => c.toTypedArray()).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED' }));
+  });
+
+  it('ERR_IO when the file cannot be written (the folder exists but refuses files)', async () => {
+    const m = await load(model('convbn_scripted').path);
+    await expect(m.save('/proc/torchfold-cannot-write.pt')).rejects.toMatchObject({
+      code: 'ERR_IO', message: expect.stringMatching(/Cannot save to \/proc\/torchfold-cannot-write\.pt/),
+    });
   });
 
   it('ERR_BUSY when train()/eval() would race a call in flight', async () => {
