@@ -59,6 +59,7 @@ export interface NativeBinding {
   setErrorFactory(factory: (message: string, code: string) => Error): void;
   load(path: string, device: string): Promise<NativeModule>;
   tensorFromBuffer(bytes: Uint8Array, dtype: string, shape: number[]): NativeTensor;
+  loadLibrary(path: string): Promise<void>;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   cudaIsAvailable(): boolean;

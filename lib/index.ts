@@ -12,5 +12,5 @@ export type { DType, TensorData, TensorFromOptions } from './tensor';
 export type { TorchValue } from './values';
 export { TorchfoldError } from './errors';
 export type { ErrorCode } from './errors';
-export { cuda, setNumThreads, getNumThreads, versions } from './runtime';
+export { cuda, loadLibrary, setNumThreads, getNumThreads, versions } from './runtime';
 export type { Versions } from './runtime';

@@ -2,13 +2,25 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { native, packageRoot } from './binding';
-import { rangeError } from './errors';
+import { rangeError, withCallerStack } from './errors';
+import { expectString } from './validate';
 
 export const cuda = {
   /** True when libtorch has CUDA and at least one GPU is visible. */
   isAvailable(): boolean { return native().cudaIsAvailable(); },
   deviceCount(): number { return native().cudaDeviceCount(); },
 };
+
+/**
+ * Loads a shared library that registers TorchScript operators, like Python's
+ * torch.ops.load_library (e.g. torchvision's ops for detection models). The
+ * library stays loaded for the life of the process.
+ */
+export function loadLibrary(file: string): Promise<void> {
+  const target = path.resolve(expectString(file, 'path'));
+  const binding = native();
+  return withCallerStack(() => binding.loadLibrary(target));
+}
 
 /** Sets libtorch's intra-op thread count for all later work (libtorch's default here is 1). */
 export function setNumThreads(n: number): void {

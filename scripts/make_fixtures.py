@@ -267,6 +267,29 @@ def build_mobilenet_v2_traced():
 
 
 # name -> builder, in definition order: every build_<name> function above.
+class Nms(nn.Module):
+    """Calls a torchvision operator: loads only after torchvision's op library does."""
+
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return torch.ops.torchvision.nms(boxes, scores, 0.5)
+
+
+def build_ops_nms():
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+    g = torch.Generator().manual_seed(108)
+    xy = torch.rand(32, 2, generator=g) * 50
+    wh = torch.rand(32, 2, generator=g) * 30 + 5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(32, generator=g)
+    return torch.jit.script(Nms().eval()), [case("forward", [boxes, scores])]
+
+
+def ops_library():
+    """The shared library that registers torchvision's operators."""
+    from torchvision import extension
+    return extension._get_extension_path("_C")
+
+
 BUILDERS = {k[len("build_"):]: v for k, v in list(globals().items()) if k.startswith("build_")}
 
 
@@ -368,7 +391,8 @@ def make_all(outdir, version):
     bad = write_bad_files(outdir, written)
     print(f"made {len(bad)} bad files")
     remove_stale(outdir, written)
-    manifest = {"version": version, "torch": torch.__version__, "models": models, "bad": bad}
+    manifest = {"version": version, "torch": torch.__version__, "models": models, "bad": bad,
+                "torchvision_ops_library": ops_library()}
     fio.write_json_atomic(manifest_path, manifest)
 
 

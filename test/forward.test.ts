@@ -31,7 +31,8 @@ describe('forward matches PyTorch', () => {
 
 describe('module metadata', () => {
   it('methods lists forward and exported methods, as PyTorch does', async () => {
-    for (const name of Object.keys(fixtures().models)) {
+    // ops_nms needs torchvision's operator library: oplib.test.ts covers it.
+    for (const name of Object.keys(fixtures().models).filter((n) => n !== 'ops_nms')) {
       const m = await load(model(name).path);
       expect([...m.methods].sort(), name).toEqual(model(name).methods);
       await m.dispose();

@@ -5,7 +5,9 @@
 
 #include "../core/runtime.h"
 #include "addon_data.h"
+#include "convert.h"
 #include "errors.h"
+#include "promise_worker.h"
 #include "module_wrap.h"
 #include "tensor_wrap.h"
 
@@ -19,6 +21,15 @@ Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsFunction()) throw_type_error(info.Env(), "Expected a function");
   addon_data(info.Env()).error_factory = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
+}
+
+Napi::Value LoadLibrary(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = string_arg(info, 0, "path");
+  return PromiseWorker<bool>::Start(
+      Napi::Object::New(env), "torchfold:loadLibrary",
+      [path]() { core::load_library(path); return true; },
+      [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -66,6 +77,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("load", Napi::Function::New<ModuleWrap::Load>(env, "load"));
   exports.Set("tensorFromBuffer", Napi::Function::New<TensorWrap::FromBuffer>(env, "tensorFromBuffer"));
+  exports.Set("loadLibrary", Napi::Function::New<LoadLibrary>(env, "loadLibrary"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));

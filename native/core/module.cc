@@ -128,6 +128,28 @@ std::string temp_path_for(const std::string& path) {
   return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
 }
 
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \n");
+  const auto e = s.find_last_not_of(" \n");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// A model that calls operators from an extension (torchvision::nms, ...) fails
+// to compile unless the extension's library is loaded; say so on the first line.
+Error unknown_operator_error(const std::string& path, const std::string& message) {
+  const std::string marker = "Unknown builtin op: ";
+  const auto pos = message.find(marker);
+  if (pos == std::string::npos) return Error(ErrorCode::Torch, trim(message));
+  const auto start = pos + marker.size();
+  const auto end = message.find_first_of(".\n", start);
+  const std::string op = message.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  const std::string ns = op.substr(0, op.find("::"));
+  return Error(ErrorCode::Unsupported,
+               path + " calls the operator " + op + ", which no loaded library registers. Load the "
+               "library that defines the '" + ns + "' operators first with loadLibrary(path) "
+               "(for torchvision: its _C.so, or libtorchvision.so). libtorch said: " + trim(message));
+}
+
 }  // namespace
 
 ModulePtr load_module(const std::string& path, const std::string& device_name_in) {
@@ -135,7 +157,13 @@ ModulePtr load_module(const std::string& path, const std::string& device_name_in
   apply_thread_settings();
   check_readable_file(path);
   check_torchscript_archive(path);
-  return std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
+  try {
+    return std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
+  } catch (const c10::Error& e) {
+    throw unknown_operator_error(path, torch_message(e));
+  } catch (const std::exception& e) {  // torch::jit::ErrorReport, from compiling the code
+    throw unknown_operator_error(path, e.what());
+  }
 }
 
 void save_module(const torch::jit::Module& module, const std::string& path) {

@@ -5,6 +5,9 @@
 #include <torch/version.h>
 
 #include <atomic>
+#include <dlfcn.h>
+#include <mutex>
+#include <sys/stat.h>
 
 #include "error.h"
 
@@ -55,6 +58,18 @@ bool built_with_cuda() {
 #else
   return false;
 #endif
+}
+
+void load_library(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw Error(ErrorCode::FileNotFound, "No such file: " + path);
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::NotAFile, path + " is not a regular file");
+  static std::mutex mutex;  // dlerror() is not thread-safe
+  std::lock_guard<std::mutex> lock(mutex);
+  if (::dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    const char* why = ::dlerror();
+    throw Error(ErrorCode::Torch, "Cannot load operator library " + path + ": " + (why ? why : "unknown error"));
+  }
 }
 
 }  // namespace torchfold::core

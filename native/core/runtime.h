@@ -24,3 +24,11 @@ std::string libtorch_header_version();
 bool built_with_cuda();
 
 }  // namespace torchfold::core
+
+namespace torchfold::core {
+// Loads a shared library that registers TorchScript operators (e.g.
+// torchvision's), as torch.ops.load_library does: dlopen, RTLD_GLOBAL, kept
+// open for the life of the process. Missing file -> ERR_FILE_NOT_FOUND; a
+// library that cannot be loaded -> ERR_TORCH with the loader's reason.
+void load_library(const std::string& path);
+}  // namespace torchfold::core

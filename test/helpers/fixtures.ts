@@ -36,6 +36,7 @@ interface Manifest {
   torch: string;
   models: Record<string, ModelFixture>;
   bad: Record<string, string>;
+  torchvision_ops_library: string;
 }
 
 let manifest: Manifest | undefined;
