@@ -111,7 +111,7 @@ describe('run errors', () => {
   it('ERR_TORCH carries libtorch\'s message for a failure inside forward', async () => {
     const m = await load(model('convbn_scripted').path);
     const wrong = Tensor.from(new Float32Array(2 * 5 * 4 * 4), [2, 5, 4, 4]); // 5 channels, conv wants 3
-    const e = await m.forward(wrong).catch((x: unknown) => x as TorchfoldError);
+    const e = (await m.forward(wrong).then(() => undefined, (x: unknown) => x)) as TorchfoldError;
     expect(e).toBeInstanceOf(TorchfoldError);
     expect(e.code).toBe('ERR_TORCH');
     expect(e.message).toMatch(/channels/);

@@ -31,7 +31,7 @@ describe('value mapping', () => {
     expect(out[5]).toBe(2);
     expect(Array.isArray(out[10])).toBe(true); // List[int]
     expect(Object.getPrototypeOf(out[9])).toBe(Object.prototype); // Dict[str, Tensor] -> plain object
-    expect(Array.from((out[0] as Tensor).toTypedArray())).toEqual([2, 4, 6, 8]);
+    expect(Array.from((out[0] as Tensor).toTypedArray() as Float32Array)).toEqual([2, 4, 6, 8]);
   });
 
   it('Dict[int, str] comes back as a Map, big ints as BigInt, None as null', async () => {
