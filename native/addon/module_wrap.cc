@@ -4,6 +4,7 @@
 #include "convert.h"
 #include "errors.h"
 #include "promise_worker.h"
+#include "report.h"
 
 namespace torchfold::addon {
 
@@ -12,6 +13,7 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
       InstanceMethod<&ModuleWrap::Run>("run"),
       InstanceMethod<&ModuleWrap::Save>("save"),
       InstanceMethod<&ModuleWrap::Clone>("clone"),
+      InstanceMethod<&ModuleWrap::Fuse>("fuse"),
       InstanceMethod<&ModuleWrap::To>("to"),
       InstanceMethod<&ModuleWrap::Methods>("methods"),
       InstanceMethod<&ModuleWrap::Graph>("graph"),
@@ -107,6 +109,33 @@ Napi::Value ModuleWrap::StartModuleWork(const char* name, std::function<core::Mo
 Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(info.Env());
   return StartModuleWork("torchfold:clone", [m]() { return core::clone_module(*m); });
+}
+
+// fuse({ dryRun: boolean, treatTrainingAsEval: boolean }) -> { module | null, report }
+Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type_error(env, "Expected an options object");
+  Napi::Object opts = info[0].As<Napi::Object>();
+  core::FuseOptions options;
+  options.dry_run = opts.Get("dryRun").ToBoolean().Value();
+  options.treat_training_as_eval = opts.Get("treatTrainingAsEval").ToBoolean().Value();
+  if (opts.Get("exclude").IsArray()) {
+    Napi::Array ex = opts.Get("exclude").As<Napi::Array>();
+    for (uint32_t i = 0; i < ex.Length(); ++i) options.exclude.push_back(ex.Get(i).ToString().Utf8Value());
+  }
+  if (opts.Get("excludeReason").IsString()) options.exclude_reason = opts.Get("excludeReason").As<Napi::String>().Utf8Value();
+  core::ModulePtr m = module(env);
+  ++in_flight_;
+  return PromiseWorker<core::FuseResult>::Start(
+      Value(), "torchfold:fuse",
+      [m, options]() { return core::fuse_module(*m, options); },
+      [](Napi::Env e, core::FuseResult& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("module", r.module ? Napi::Value(Create(e, r.module)) : e.Null());
+        out.Set("report", to_js_report(e, r.report));
+        return out;
+      },
+      [this]() { --in_flight_; });
 }
 
 Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {

@@ -32,6 +32,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Save(const Napi::CallbackInfo& info);
   Napi::Value Clone(const Napi::CallbackInfo& info);
+  Napi::Value Fuse(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Methods(const Napi::CallbackInfo& info);
   Napi::Value Graph(const Napi::CallbackInfo& info);

@@ -1,0 +1,57 @@
+// Phase one of a fuse: find every (linear operator -> normalization) pair in
+// every method and decide, with a reason, whether it folds. Nothing is
+// changed, so inspect() is exactly this phase.
+//
+// A pair folds only when all of these hold:
+//  - the operator's output reaches the norm and nothing else (uses inside a
+//    branch that a constant rules out do not count), across any number of
+//    module boundaries;
+//  - the norm runs in eval mode (or treat_training_as_eval) with running
+//    statistics, finite values and var + eps > 0, and its channels match;
+//  - the weight (and bias) attributes are read by nothing but operators
+//    whose pairs fold with the same norm, and are not tied to other tensors;
+//  - code shared between instances of one class (one graph, several frames)
+//    folds in every instance, because the rewrite changes that graph for all.
+#pragma once
+
+#include <torch/script.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fold_math.h"
+#include "graph_walk.h"
+#include "patterns.h"
+
+namespace torchfold::core {
+
+struct AnalyzeOptions {
+  bool treat_training_as_eval = false;
+  std::vector<std::string> exclude;  // norm paths never to fold
+  std::string exclude_reason;
+};
+
+struct Pair {
+  NormUnit norm;
+  LinearOp op;
+  std::vector<Site> chain;  // from the norm's input back to the operator's output
+  std::string method;       // the root method it was found in
+  bool fold = false;
+  std::string reason;       // why not, when !fold
+  std::optional<Folded> folded;
+};
+
+struct Analysis {
+  std::unique_ptr<ProgramView> view;
+  std::vector<Pair> pairs;
+  int norm_units = 0;  // distinct normalizations that run
+  double fold_ms = 0;  // time spent computing folded tensors (part of analyze)
+};
+
+Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options);
+
+// Normalizations counted once each, however many methods run them.
+int count_distinct(const std::vector<NormUnit>& units);
+
+}  // namespace torchfold::core

@@ -1,0 +1,126 @@
+#include "fold_math.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace torchfold::core {
+
+namespace {
+
+at::Tensor to_f64_cpu(const at::Tensor& t) {
+  return t.detach().to(at::kCPU, at::kDouble).contiguous();
+}
+
+bool all_finite(const at::Tensor& t) { return !t.defined() || at::isfinite(t).all().item<bool>(); }
+
+// double -> float rounding to odd: exact values pass through; inexact ones are
+// truncated toward zero with the lowest mantissa bit set. A second rounding of
+// this float to any format with at least two fewer mantissa bits (half: 10,
+// bfloat16: 7, against float's 23) then equals one correct rounding of d.
+float round_to_odd(double d) {
+  float f = static_cast<float>(d);
+  if (!std::isfinite(f) || static_cast<double>(f) == d) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) f = std::nextafter(f, 0.0f);
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  bits |= 1u;
+  std::memcpy(&f, &bits, sizeof bits);
+  return f;
+}
+
+std::string describe_channels(const char* what, int64_t got, int64_t want) {
+  std::ostringstream os;
+  os << what << " has " << got << " channels but the weight has " << want << " output channels";
+  return os.str();
+}
+
+// s = gamma / sqrt(var + eps) and t = beta - mean * s are not used directly:
+// the bias is (B - m) * s + b, in that order, as documented in the header.
+std::optional<std::string> check_stats(const NormStats& n, int64_t channels) {
+  for (const auto* t : {&n.mean, &n.var, &n.gamma, &n.beta}) {
+    if (t->defined() && t->numel() != channels) {
+      return describe_channels("the BatchNorm", t->numel(), channels);
+    }
+  }
+  if (!all_finite(n.mean) || !all_finite(n.var)) return std::string("running statistics are not finite");
+  if (!all_finite(n.gamma) || !all_finite(n.beta)) return std::string("affine parameters are not finite");
+  if (!std::isfinite(n.eps)) return std::string("eps is not finite");
+  if (!(to_f64_cpu(n.var) + n.eps).gt(0).all().item<bool>()) return std::string("running_var + eps <= 0");
+  return std::nullopt;
+}
+
+// Reshapes the per-output-channel scale so it broadcasts over the weight.
+at::Tensor scale_for_weight(const at::Tensor& s, const at::Tensor& w, WeightLayout layout, int64_t groups) {
+  std::vector<int64_t> shape(static_cast<size_t>(w.dim()), 1);
+  if (layout == WeightLayout::OutFirst) {
+    shape[0] = w.size(0);
+    return s.reshape(shape);
+  }
+  // ConvTranspose: weight [in, out/g, k...]; output channel of element
+  // [i, j, ...] is (i / (in/g)) * (out/g) + j.
+  const int64_t in = w.size(0), out_per_group = w.size(1), in_per_group = in / groups;
+  at::Tensor per_group = s.reshape({groups, 1, out_per_group});  // [g, 1, out/g]
+  at::Tensor expanded = per_group.expand({groups, in_per_group, out_per_group}).reshape({in, out_per_group});
+  shape[0] = in;
+  shape[1] = out_per_group;
+  return expanded.reshape(shape);
+}
+
+}  // namespace
+
+int64_t out_channels(const at::Tensor& weight, WeightLayout layout, int64_t groups) {
+  return layout == WeightLayout::OutFirst ? weight.size(0) : weight.size(1) * groups;
+}
+
+at::Tensor round_once(const at::Tensor& exact, c10::ScalarType dtype) {
+  at::Tensor src = exact.to(at::kCPU, at::kDouble).contiguous();
+  if (dtype == at::kDouble) return src.clone();
+  if (dtype == at::kFloat) return src.to(at::kFloat);  // a single IEEE rounding
+  // Half and bfloat16: double -> float (round to odd) -> target (to nearest even).
+  at::Tensor mid = at::empty(src.sizes(), at::TensorOptions().dtype(at::kFloat));
+  const double* in = src.data_ptr<double>();
+  float* out = mid.data_ptr<float>();
+  for (int64_t i = 0; i < src.numel(); ++i) out[i] = round_to_odd(in[i]);
+  return mid.to(dtype);
+}
+
+FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
+  FoldOutcome r;
+  const at::Tensor& w = in.weight;
+  if (!w.defined() || w.dim() < 2) { r.reason = "the weight is not a 2-D or larger tensor"; return r; }
+  if (!at::isFloatingType(w.scalar_type())) { r.reason = "the weight is not floating point"; return r; }
+  if (in.groups < 1 || (in.layout == WeightLayout::Transposed && w.size(0) % in.groups != 0)) {
+    r.reason = "the groups do not divide the weight's channels";
+    return r;
+  }
+  const int64_t channels = out_channels(w, in.layout, in.groups);
+  if (in.bias.defined() && in.bias.numel() != channels) {
+    r.reason = describe_channels("the bias", in.bias.numel(), channels);
+    return r;
+  }
+  if (auto why = check_stats(norm, channels)) { r.reason = *why; return r; }
+
+  const at::Tensor mean = to_f64_cpu(norm.mean), var = to_f64_cpu(norm.var);
+  const at::Tensor gamma = norm.gamma.defined() ? to_f64_cpu(norm.gamma) : at::ones_like(mean);
+  const at::Tensor beta = norm.beta.defined() ? to_f64_cpu(norm.beta) : at::zeros_like(mean);
+  const at::Tensor s = gamma / at::sqrt(var + norm.eps);
+  const at::Tensor b0 = in.bias.defined() ? to_f64_cpu(in.bias) : at::zeros_like(mean);
+  const at::Tensor w64 = to_f64_cpu(w) * scale_for_weight(s, w, in.layout, in.groups);
+  const at::Tensor b64 = (b0 - mean) * s + beta;
+
+  const c10::ScalarType bias_dtype = in.bias.defined() ? in.bias.scalar_type() : w.scalar_type();
+  Folded out{round_once(w64, w.scalar_type()), round_once(b64, bias_dtype)};
+  if (!all_finite(out.weight) || !all_finite(out.bias)) {
+    r.reason = "the folded values overflow " + std::string(c10::toString(w.scalar_type()));
+    return r;
+  }
+  out.weight = out.weight.to(w.device());
+  out.bias = out.bias.to(w.device());
+  r.folded = std::move(out);
+  return r;
+}
+
+}  // namespace torchfold::core

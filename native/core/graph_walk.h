@@ -1,0 +1,112 @@
+// A virtual inlining of a module's methods: every method call on a submodule
+// (prim::CallMethod) becomes a Frame bound to the concrete instance that runs
+// it, without touching any graph. Analysis follows values across call
+// boundaries through frames (a callee's parameter is its caller's argument, a
+// call's output is the callee's return value), which is how a conv that ends
+// one module and a BatchNorm that starts the next are found to be adjacent.
+//
+// Graphs belong to class types, and instances of one type share them, so a
+// (graph, node) may run in several frames; decisions are made per frame and
+// applied per node only where every frame agrees.
+#pragma once
+
+#include <torch/script.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torchfold::core {
+
+using torch::jit::Node;
+using JValue = torch::jit::Value;
+
+struct Frame {
+  const Frame* caller = nullptr;
+  Node* call_node = nullptr;               // the CallMethod/CallFunction in the caller's graph
+  bool is_function = false;                // a free function: no self, inputs shift by one
+  torch::jit::Module instance;             // the module running this graph
+  std::string path;                        // "" for the root, "layer1.0.conv1"
+  std::string root_method;                 // the root method this frame runs under
+  std::string method;                      // this graph's method name
+  std::shared_ptr<torch::jit::Graph> graph;
+  std::vector<std::unique_ptr<Frame>> children;
+  std::map<const Node*, Frame*> child_for_call;
+};
+
+// One attribute of one module instance, e.g. ("layer1.0.conv1", "weight").
+struct AttrRef {
+  torch::jit::Module owner;
+  std::string path;
+  std::string name;
+  std::string key() const { return path.empty() ? name : path + "." + name; }
+};
+
+// A value at a place in the virtual inlined program.
+struct Site {
+  JValue* value = nullptr;
+  const Frame* frame = nullptr;
+};
+
+class ProgramView {
+ public:
+  explicit ProgramView(const torch::jit::Module& root);
+
+  const std::vector<std::unique_ptr<Frame>>& roots() const { return roots_; }
+  // Every frame in traversal order (deterministic: methods, then graph order).
+  const std::vector<const Frame*>& frames() const { return frames_; }
+
+  // The module instance a module-typed value refers to in `frame`.
+  std::optional<std::pair<torch::jit::Module, std::string>> module_of(JValue* v, const Frame& frame) const;
+
+  // Follows a value back to where it is made: through parameters to the
+  // caller's argument, through calls to the callee's return, and through
+  // prim::If outputs whose condition is known. `chain` receives every site
+  // passed, starting with the given one. With `use_attributes`, conditions may
+  // read the instance's current attributes (e.g. training); without, only
+  // constants count.
+  Site origin(Site start, bool use_attributes, std::vector<Site>* chain = nullptr) const;
+
+  // The attribute a value is read from (after origin()), if it is one.
+  std::optional<AttrRef> attribute_of(Site s, bool use_attributes) const;
+
+  // A constant (after origin()), if the value is one.
+  std::optional<c10::IValue> constant_of(Site s, bool use_attributes) const;
+
+  // Uses of a value that can run: uses inside a branch whose condition is a
+  // constant selecting the other branch are left out.
+  std::vector<torch::jit::Use> live_uses(JValue* v) const;
+
+  // Whether a node sits in a branch that cannot run (constants only).
+  bool is_dead(const Node* n) const;
+
+  // Evaluates a boolean, if it is decidable.
+  std::optional<bool> eval_bool(Site s, bool use_attributes) const;
+
+  // Frames in which a graph node runs.
+  const std::vector<const Frame*>& frames_running(const Node* n) const;
+
+ private:
+  void visit(Frame& frame, int depth);
+  void add_child(Frame& frame, Node* n, std::unique_ptr<Frame> child, int depth);
+  std::optional<Site> step_back(Site s, bool use_attributes) const;
+
+  std::vector<std::unique_ptr<Frame>> roots_;
+  std::vector<const Frame*> frames_;
+  std::map<const Node*, std::vector<const Frame*>> node_frames_;
+};
+
+std::string join_path(const std::string& parent, const std::string& child);
+
+// Calls fn on every node of a block and of the blocks nested in it, in order.
+template <typename F>
+void for_each_node(torch::jit::Block* block, F&& fn) {
+  for (Node* n : block->nodes()) {
+    fn(n);
+    for (torch::jit::Block* b : n->blocks()) for_each_node(b, fn);
+  }
+}
+
+}  // namespace torchfold::core

@@ -1,0 +1,52 @@
+// Recognizes the two ends of a pair in a ProgramView: normalization units
+// (a call of a BatchNorm / FrozenBatchNorm2d module, or a functional
+// aten::batch_norm) and the linear operators that can absorb them
+// (convolutions, transposed convolutions, linear).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fold_math.h"
+#include "graph_walk.h"
+
+namespace torchfold::core {
+
+struct NormUnit {
+  const Frame* holder = nullptr;  // frame whose graph holds `remove`
+  Node* remove = nullptr;         // CallMethod of the norm module, or aten::batch_norm
+  JValue* input = nullptr;         // the normalized value, in holder's graph
+  std::string path;               // module path (or the owner of its statistics)
+  std::string kind;               // "BatchNorm2d", "FrozenBatchNorm2d", "batch_norm"
+  int spatial_dims = -1;          // 1, 2, 3 for BatchNorm{1,2,3}d; -1 unknown
+  // Statistics, resolved with the instance's current attributes. `problem` is
+  // set (and the rest may be empty) when they cannot be used.
+  NormStats stats;
+  std::vector<std::string> stat_keys;  // attribute keys read (for tying checks)
+  bool training = false;
+  std::string problem;
+};
+
+struct LinearOp {
+  const Frame* frame = nullptr;
+  Node* node = nullptr;
+  std::string kind;        // "Conv2d", "ConvTranspose1d", "Linear", ...
+  int spatial_dims = -1;   // 0 for Linear, -1 unknown
+  WeightLayout layout = WeightLayout::OutFirst;
+  int64_t groups = 1;
+  std::optional<AttrRef> weight;
+  std::optional<AttrRef> bias;   // set when read from an attribute (whose value may be None)
+  bool bias_constant_none = false;
+  std::vector<Site> weight_chain;  // from the op's weight input back to its GetAttr
+  std::string problem;
+};
+
+std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_training_as_eval);
+// The operator that produced `s` (after following values back), if it is one.
+std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal);
+
+// The class name of a module without "__torch__." and mangling.
+std::string class_name(const torch::jit::Module& m);
+
+}  // namespace torchfold::core

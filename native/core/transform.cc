@@ -1,0 +1,113 @@
+#include "transform.h"
+
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+
+#include <set>
+
+namespace torchfold::core {
+
+namespace {
+
+using torch::jit::Graph;
+
+c10::TypePtr optional_tensor() { return c10::OptionalType::create(c10::TensorType::get()); }
+
+// Sets a tensor attribute, keeping the old value's requires_grad. An
+// attribute just added to the class has no slot in this object yet: reading
+// it would run past the object's slots, so it counts as None.
+void set_tensor(torch::jit::Module& owner, const std::string& name, at::Tensor value) {
+  auto obj = owner._ivalue();
+  const size_t slot = obj->type()->getAttributeSlot(name);
+  if (slot < obj->slots().size()) {
+    const c10::IValue& old = obj->getSlot(slot);
+    if (old.isTensor() && old.toTensor().defined()) value.set_requires_grad(old.toTensor().requires_grad());
+  } else {
+    value.set_requires_grad(owner.attr("weight").isTensor() && owner.attr("weight").toTensor().requires_grad());
+  }
+  obj->setSlot(slot, value);
+}
+
+// Makes sure the owner's class lets `bias` hold a tensor: None-typed
+// attributes become Optional[Tensor]; a missing one is added as a parameter.
+void allow_tensor_bias(torch::jit::Module& owner, const std::string& name) {
+  auto type = owner.type();
+  if (!type->hasAttribute(name)) {
+    type->addAttribute(name, optional_tensor(), /*is_parameter=*/true);
+    return;
+  }
+  if (type->getAttribute(name)->kind() == c10::TypeKind::NoneType) {
+    type->unsafeChangeAttributeType(name, optional_tensor());
+  }
+}
+
+// A conv whose graph passes a constant None as bias: read the new attribute
+// from the module the weight is read from, right before the op.
+void read_bias_in_graph(const LinearOp& op) {
+  Node* weight_read = op.weight_chain.back().value->node();
+  Graph* graph = op.node->owningGraph();
+  torch::jit::WithInsertPoint guard(op.node);
+  JValue* bias = graph->insertGetAttr(weight_read->input(0), "bias");
+  op.node->replaceInput(2, bias);
+}
+
+void set_folded_params(Pair& p, std::set<const Node*>& bias_rewired) {
+  torch::jit::Module owner = p.op.weight->owner;
+  set_tensor(owner, p.op.weight->name, p.folded->weight);
+  if (p.op.bias) {
+    torch::jit::Module bias_owner = p.op.bias->owner;
+    allow_tensor_bias(bias_owner, p.op.bias->name);
+    set_tensor(bias_owner, p.op.bias->name, p.folded->bias);
+    return;
+  }
+  // bias_constant_none: analysis guaranteed the weight is read in the op's graph.
+  allow_tensor_bias(owner, "bias");
+  set_tensor(owner, "bias", p.folded->bias);
+  if (bias_rewired.insert(p.op.node).second) read_bias_in_graph(p.op);
+}
+
+void remove_norm(const NormUnit& u) {
+  Node* n = u.remove;
+  JValue* in = n->kind() == c10::prim::CallMethod ? n->input(1) : n->input(0);
+  n->output()->replaceAllUsesWith(in);
+  n->destroy();
+}
+
+// Objects of a class that gained an attribute need a slot for it, even the
+// instances no method calls: give those None.
+void fill_missing_slots(torch::jit::Module& root) {
+  for (const auto& m : root.modules()) {
+    auto obj = m._ivalue();
+    const size_t want = obj->type()->numAttributes();
+    for (size_t i = obj->slots().size(); i < want; ++i) obj->setSlot(i, c10::IValue());
+  }
+}
+
+}  // namespace
+
+TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis) {
+  TransformStats stats;
+  std::set<std::string> weights_done;
+  std::set<const Node*> removed, bias_rewired;
+  std::set<Graph*> touched;
+  for (Pair& p : analysis.pairs) {
+    if (!p.fold) continue;
+    ++stats.folded;
+    if (weights_done.insert(p.op.weight->key()).second) {
+      set_folded_params(p, bias_rewired);
+      touched.insert(p.op.node->owningGraph());
+    }
+    if (removed.insert(p.norm.remove).second) {
+      touched.insert(p.norm.remove->owningGraph());
+      remove_norm(p.norm);
+    }
+  }
+  fill_missing_slots(module);
+  for (Graph* g : touched) {
+    torch::jit::EliminateDeadCode(g->block(), true, torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
+  }
+  stats.graphs_changed = static_cast<int>(touched.size());
+  return stats;
+}
+
+}  // namespace torchfold::core

@@ -1,0 +1,26 @@
+// Phase two of a fuse: applies an Analysis to the module it was made on
+// (always a clone of the caller's module). For each folded pair the
+// operator's weight and bias attributes get the folded tensors, and the
+// normalization (the module call, or the aten::batch_norm node) is removed
+// from the graph that holds it; dead code is then eliminated. Module paths,
+// parameter names and method signatures stay as they were.
+#pragma once
+
+#include <torch/script.h>
+
+#include <string>
+#include <vector>
+
+#include "analyze.h"
+
+namespace torchfold::core {
+
+struct TransformStats {
+  int folded = 0;                         // pairs folded
+  int graphs_changed = 0;
+  std::vector<std::string> dropped_norms;  // norm modules removed from the tree
+};
+
+TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis);
+
+}  // namespace torchfold::core
