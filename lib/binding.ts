@@ -39,6 +39,8 @@ export interface NativeModule {
   run(method: string, inputs: NativeValue[]): Promise<NativeValue>;
   save(path: string): Promise<void>;
   clone(): Promise<NativeModule>;
+  fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string }):
+    Promise<import('./fuse').NativeFuseResult>;
   to(device: string): Promise<NativeModule>;
   methods(): string[];
   graph(method: string): string;

@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'ERR_IO'
   | 'ERR_UNSUPPORTED'
   | 'ERR_NATIVE_LOAD'
+  | 'ERR_VALIDATION'
   | 'ERR_TORCH';
 
 export class TorchfoldError extends Error {

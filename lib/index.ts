@@ -10,6 +10,8 @@ export type { LoadOptions, NamedModule, TensorInfo } from './module';
 export { Tensor } from './tensor';
 export type { DType, TensorData, TensorFromOptions } from './tensor';
 export type { TorchValue } from './values';
+export type { FuseOptions, ValidateOptions, BenchmarkOptions, SampleInput } from './fuse';
+export type { FuseReport, PairReport, ValidationReport, BenchmarkReport, LatencyStats } from './report';
 export { TorchfoldError } from './errors';
 export type { ErrorCode } from './errors';
 export { cuda, loadLibrary, setNumThreads, getNumThreads, versions } from './runtime';

@@ -9,8 +9,12 @@
 import * as path from 'path';
 import { native, NativeModule, NativeValue, TensorInfo } from './binding';
 import { TorchfoldError, typeError, withCallerStack } from './errors';
+import { Tensor } from './tensor';
 import { expectKnownKeys, expectOptions, expectString, parseDevice } from './validate';
 import { fromNative, toNative, TorchValue } from './values';
+import { benchmark, checkFuseOptions, compareOutputs, finishReport, FuseOptions, materialize, NativeFuseResult,
+  Runner } from './fuse';
+import { FuseReport, ValidationReport } from './report';
 
 export type { TensorInfo } from './binding';
 
@@ -94,6 +98,22 @@ export class ScriptModule {
     return this.#track(async (m) => new ScriptModule(await m.to(d)));
   }
 
+  /**
+   * Folds every foldable conv/linear -> BatchNorm pair into a NEW module and
+   * reports what was folded, what was left and why. This module is untouched.
+   */
+  fuse(options?: FuseOptions): Promise<{ module: ScriptModule; report: FuseReport }> {
+    const o = checkFuseOptions(options);
+    if (o.dryRun) throw new TypeError('Use inspect() for a dry run: fuse() always returns a module');
+    return this.#track((m) => runFuse(this, m, o)) as Promise<{ module: ScriptModule; report: FuseReport }>;
+  }
+
+  /** The same analysis as fuse(), changing nothing: which pairs would fold, and why the others would not. */
+  inspect(options?: Pick<FuseOptions, 'treatTrainingAsEval'>): Promise<FuseReport> {
+    const o = checkFuseOptions(options);
+    return this.#track(async (m) => (await runFuse(this, m, { ...o, dryRun: true })).report);
+  }
+
   get training(): boolean { return this.#handle().training(); }
 
   /** Puts the module (and its children) in eval mode; returns this. */
@@ -132,6 +152,60 @@ export class ScriptModule {
 
   [Symbol.dispose](): void { void this.dispose(); }
   [Symbol.asyncDispose](): Promise<void> { return this.dispose(); }
+}
+
+const nativeOptions = (o: FuseOptions) => ({ dryRun: Boolean(o.dryRun), treatTrainingAsEval: Boolean(o.treatTrainingAsEval) });
+
+/** Finds the folded pairs that alone push the outputs past the tolerance. */
+async function culprits(handle: NativeModule, o: FuseOptions, original: Runner, inputs: Tensor[],
+  report: NativeFuseResult['report']): Promise<string[]> {
+  const folded = report.pairs.filter((p) => p.status === 'folded').map((p) => p.norm);
+  const bad: string[] = [];
+  for (const norm of folded) {
+    const only = await handle.fuse({ ...nativeOptions(o), exclude: folded.filter((n) => n !== norm) });
+    const single = new ScriptModule(only.module as NativeModule);
+    const v = await compareOutputs(original, (xs) => single.forward(...xs), inputs, o.validate!.atol ?? 1e-4, o.validate!.rtol ?? 1e-3);
+    await single.dispose();
+    if (!v.passed) bad.push(norm);
+  }
+  return bad.length ? bad : folded;  // no single culprit: the errors add up, so fold none
+}
+
+async function runFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions):
+  Promise<{ module: ScriptModule | null; report: FuseReport }> {
+  let result = await handle.fuse(nativeOptions(o));
+  if (o.dryRun) return { module: null, report: finishReport(result.report, { validate: 0, benchmark: 0 }) };
+  let fused = new ScriptModule(result.module as NativeModule);
+  const original: Runner = (xs) => self.forward(...xs);
+  let validation: ValidationReport | undefined;
+  const t0 = performance.now();
+  if (o.validate) {
+    const v = o.validate;
+    const inputs = materialize(v.inputs, v.seed ?? 0);
+    const [atol, rtol] = [v.atol ?? 1e-4, v.rtol ?? 1e-3];
+    validation = await compareOutputs(original, (xs) => fused.forward(...xs), inputs, atol, rtol);
+    if (!validation.passed && v.onFailure === 'throw') {
+      await fused.dispose();
+      throw new TorchfoldError(`Validation failed: max abs error ${validation.maxAbsError.toExponential(3)}, ` +
+        `max rel error ${validation.maxRelError.toExponential(3)} (atol ${atol}, rtol ${rtol})`, 'ERR_VALIDATION');
+    }
+    if (!validation.passed && (v.onFailure ?? 'unfold') === 'unfold') {
+      const bad = await culprits(handle, o, original, inputs, result.report);
+      const why = `left unfolded: folding it moved the outputs past the tolerance (max abs error ${validation.maxAbsError.toExponential(3)})`;
+      result = await handle.fuse({ ...nativeOptions(o), exclude: bad, excludeReason: why });
+      await fused.dispose();
+      fused = new ScriptModule(result.module as NativeModule);
+      validation = await compareOutputs(original, (xs) => fused.forward(...xs), inputs, atol, rtol);
+    }
+  }
+  const validateMs = performance.now() - t0;
+  const t1 = performance.now();
+  const bench = o.benchmark ? await benchmark(original, (xs) => fused.forward(...xs),
+    materialize(o.benchmark.inputs, o.benchmark.seed ?? 0), o.benchmark.iterations ?? 20, o.benchmark.warmup ?? 3) : undefined;
+  const report = finishReport(result.report, { validate: o.validate ? validateMs : 0, benchmark: o.benchmark ? performance.now() - t1 : 0 });
+  if (validation) report.validation = validation;
+  if (bench) report.benchmark = bench;
+  return { module: fused, report };
 }
 
 const LOAD_KEYS = ['device'] as const;

@@ -1,0 +1,182 @@
+/**
+ * fuse() and inspect(): option checking, and the two phases that run models
+ * (validation and benchmark), around the native analysis and rewrite.
+ *
+ * Validation runs the same inputs through the original and the fused module
+ * and compares every output tensor. Over the tolerance, it isolates the
+ * pairs responsible (each folded pair alone), leaves those unfolded and
+ * says so; or throws ERR_VALIDATION if asked to.
+ */
+import { NativeModule } from './binding';
+import { rangeError, TorchfoldError, typeError } from './errors';
+import { BenchmarkReport, FuseReport, LatencyStats, ValidationReport } from './report';
+import { getNumThreads, versions } from './runtime';
+import { Tensor } from './tensor';
+import { expectKnownKeys, expectOptions } from './validate';
+import type { TorchValue } from './values';
+
+/** One forward call's inputs: a Tensor, or a shape to fill with seeded normal float32 values. */
+export type SampleInput = Tensor | number[];
+
+export interface ValidateOptions {
+  inputs: SampleInput[];
+  /** Absolute tolerance (default 1e-4) and relative tolerance (default 1e-3): |a-b| <= atol + rtol*|b|. */
+  atol?: number;
+  rtol?: number;
+  /** Over the tolerance: 'unfold' the responsible pairs (default), 'throw' ERR_VALIDATION, or just 'report'. */
+  onFailure?: 'unfold' | 'throw' | 'report';
+  seed?: number;
+}
+
+export interface BenchmarkOptions {
+  inputs: SampleInput[];
+  iterations?: number;
+  warmup?: number;
+  seed?: number;
+}
+
+export interface FuseOptions {
+  /** Analyze only: the report of what would fold; no module is made. */
+  dryRun?: boolean;
+  /** Fold BatchNorms that are in training mode using their running statistics. */
+  treatTrainingAsEval?: boolean;
+  validate?: ValidateOptions;
+  benchmark?: BenchmarkOptions;
+}
+
+export interface NativeFuseResult {
+  module: NativeModule | null;
+  report: Omit<FuseReport, 'folded' | 'skipped' | 'libtorch' | 'timings'> & { timings: { analyze: number; fold: number; rewrite: number; total: number } };
+}
+
+const FUSE_KEYS = ['dryRun', 'treatTrainingAsEval', 'validate', 'benchmark'] as const;
+
+function checkInputs(inputs: unknown, name: string): SampleInput[] {
+  if (!Array.isArray(inputs) || inputs.length === 0) throw typeError('a non-empty array of Tensors or shapes', name, inputs);
+  inputs.forEach((x, i) => {
+    const shape = Array.isArray(x) && x.every((d) => Number.isSafeInteger(d) && d >= 0);
+    if (!(x instanceof Tensor) && !shape) throw typeError('a Tensor or a shape (array of integers)', `${name}[${i}]`, x);
+  });
+  return inputs as SampleInput[];
+}
+
+function checkNumber(v: unknown, name: string, min: number, integer = false): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !(v >= min) || (integer && !Number.isInteger(v))) {
+    throw rangeError(`${integer ? 'an integer' : 'a number'} >= ${min}`, name, v);
+  }
+}
+
+export function checkFuseOptions(options: unknown): FuseOptions {
+  const o = expectOptions<FuseOptions>(options, 'options');
+  expectKnownKeys(o, FUSE_KEYS, 'options');
+  for (const k of ['dryRun', 'treatTrainingAsEval'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw typeError('a boolean', `options.${k}`, o[k]);
+  }
+  if (o.validate !== undefined) {
+    const v = expectOptions<ValidateOptions>(o.validate, 'options.validate');
+    expectKnownKeys(v, ['inputs', 'atol', 'rtol', 'onFailure', 'seed'], 'options.validate');
+    checkInputs(v.inputs, 'options.validate.inputs');
+    checkNumber(v.atol, 'options.validate.atol', 0);
+    checkNumber(v.rtol, 'options.validate.rtol', 0);
+    checkNumber(v.seed, 'options.validate.seed', 0, true);
+    if (v.onFailure !== undefined && !['unfold', 'throw', 'report'].includes(v.onFailure)) {
+      throw rangeError("'unfold', 'throw' or 'report'", 'options.validate.onFailure', v.onFailure);
+    }
+  }
+  if (o.benchmark !== undefined) {
+    const b = expectOptions<BenchmarkOptions>(o.benchmark, 'options.benchmark');
+    expectKnownKeys(b, ['inputs', 'iterations', 'warmup', 'seed'], 'options.benchmark');
+    checkInputs(b.inputs, 'options.benchmark.inputs');
+    checkNumber(b.iterations, 'options.benchmark.iterations', 1, true);
+    checkNumber(b.warmup, 'options.benchmark.warmup', 0, true);
+  }
+  return o;
+}
+
+/** Seeded normal samples (mulberry32 + Box-Muller): the same input on every run. */
+export function seededNormal(n: number, seed = 0): Float32Array {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+export function materialize(inputs: SampleInput[], seed = 0): Tensor[] {
+  return inputs.map((x, i) => (x instanceof Tensor ? x
+    : Tensor.from(seededNormal(x.reduce((a, b) => a * b, 1), seed + i), x)));
+}
+
+function tensorsOf(v: TorchValue, out: Tensor[] = []): Tensor[] {
+  if (v instanceof Tensor) out.push(v);
+  else if (Array.isArray(v)) v.forEach((x) => tensorsOf(x, out));
+  else if (v instanceof Map) v.forEach((x) => tensorsOf(x, out));
+  else if (v && typeof v === 'object') Object.values(v).forEach((x) => tensorsOf(x, out));
+  return out;
+}
+
+export type Runner = (inputs: Tensor[]) => Promise<TorchValue>;
+
+/** Errors of `candidate` against `reference` over every floating-point output element. */
+export async function compareOutputs(reference: Runner, candidate: Runner, inputs: Tensor[],
+  atol: number, rtol: number): Promise<ValidationReport> {
+  const [a, b] = [tensorsOf(await reference(inputs)), tensorsOf(await candidate(inputs))];
+  if (a.length !== b.length) throw new TorchfoldError('The fused module returns a different number of tensors', 'ERR_VALIDATION');
+  let maxAbs = 0, maxRel = 0, passed = true;
+  for (let t = 0; t < a.length; t++) {
+    const [ref, got] = [await a[t].to('cpu'), await b[t].to('cpu')];
+    const x = ref.toTypedArray(), y = got.toTypedArray();
+    if (x.length !== y.length) throw new TorchfoldError('The fused module returns a tensor of another shape', 'ERR_VALIDATION');
+    for (let i = 0; i < x.length; i++) {
+      const r = Number(x[i]), g = Number(y[i]);
+      const d = Math.abs(g - r);
+      if (Number.isNaN(d) && !(Number.isNaN(r) && Number.isNaN(g))) { maxAbs = Infinity; passed = false; continue; }
+      if (Number.isNaN(d)) continue;
+      maxAbs = Math.max(maxAbs, d);
+      maxRel = Math.max(maxRel, d / Math.max(Math.abs(r), 1e-30));
+      if (d > atol + rtol * Math.abs(r)) passed = false;
+    }
+  }
+  return { maxAbsError: maxAbs, maxRelError: maxRel, atol, rtol, passed, inputs: inputs.length };
+}
+
+function stats(samples: number[]): LatencyStats {
+  const s = [...samples].sort((x, y) => x - y);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * (s.length - 1) + 0.5))];
+  return { medianMs: q(0.5), p10Ms: q(0.1), p90Ms: q(0.9) };
+}
+
+/** Latency of both modules on the same inputs, interleaved in rounds after a warm-up. */
+export async function benchmark(before: Runner, after: Runner, inputs: Tensor[],
+  iterations: number, warmup: number): Promise<BenchmarkReport> {
+  for (let i = 0; i < warmup; i++) { await before(inputs); await after(inputs); }
+  const tb: number[] = [], ta: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    let t0 = performance.now();
+    await before(inputs);
+    tb.push(performance.now() - t0);
+    t0 = performance.now();
+    await after(inputs);
+    ta.push(performance.now() - t0);
+  }
+  const [b, a] = [stats(tb), stats(ta)];
+  return { iterations, warmup, threads: getNumThreads(), before: b, after: a, speedup: b.medianMs / a.medianMs };
+}
+
+export function finishReport(native: NativeFuseResult['report'], extra: { validate: number; benchmark: number }): FuseReport {
+  const folded = native.pairs.filter((p) => p.status === 'folded').length;
+  return {
+    ...native,
+    folded,
+    skipped: native.pairs.length - folded,
+    timings: { ...native.timings, validate: extra.validate, benchmark: extra.benchmark,
+      total: native.timings.total + extra.validate + extra.benchmark },
+    libtorch: versions.libtorch,
+  };
+}
