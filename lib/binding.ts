@@ -43,7 +43,8 @@ export interface NativeModule {
     Promise<import('./fuse').NativeFuseResult>;
   to(device: string): Promise<NativeModule>;
   methods(): string[];
-  graph(method: string): string;
+  graph(method: string, inlined?: boolean): string;
+  namedTensors(): Record<string, NativeTensor>;
   namedModules(): { path: string; type: string }[];
   parameters(): TensorInfo[];
   buffers(): TensorInfo[];

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
  * The built-in demo: loads a TorchScript model (by default the small ResNet-style
- * model shipped in models/demo.pt), runs it and prints what was loaded, its
- * methods, and a forward's output summary and timing.
+ * model shipped in models/demo.pt), runs it, fuses its conv -> BatchNorm pairs
+ * and prints the report: what was folded or skipped and why, the error the
+ * fold added (against the unfused module), the time of each phase and the
+ * speed before and after.
  *
- *   node dist/demo.js [model.pt] [--shape 1,3,64,64] [--runs 20] [--threads N]
+ *   node dist/demo.js [model.pt] [--shape 1,3,64,64] [--runs 20] [--threads N] [--out fused.pt]
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -13,8 +15,10 @@ import { load, ScriptModule } from './module';
 import { getNumThreads, setNumThreads, versions } from './runtime';
 import { Tensor } from './tensor';
 import { TorchValue } from './values';
+import { seededNormal } from './fuse';
+import { FuseReport } from './report';
 
-interface DemoArgs { model: string; shape: number[]; runs: number; threads?: number }
+interface DemoArgs { model: string; shape: number[]; runs: number; threads?: number; out?: string }
 
 function parseArgs(argv: string[]): DemoArgs {
   const root = packageRoot();
@@ -25,27 +29,15 @@ function parseArgs(argv: string[]): DemoArgs {
     if (a === '--shape') args.shape = argv[++i].split(',').map(Number);
     else if (a === '--runs') args.runs = Number(argv[++i]);
     else if (a === '--threads') args.threads = Number(argv[++i]);
+    else if (a === '--out') args.out = argv[++i];
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node dist/demo.js [model.pt] [--shape 1,3,64,64] [--runs 20] [--threads N]');
+      console.log('usage: node dist/demo.js [model.pt] [--shape 1,3,64,64] [--runs 20] [--threads N] [--out fused.pt]');
       process.exit(0);
     } else args.model = a;
   }
   return args;
 }
 
-/** Seeded normal samples (mulberry32 + Box-Muller), so every run sees the same input. */
-function seededNormal(n: number, seed = 0): Float32Array {
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
-  return out;
-}
 
 function summarize(value: TorchValue): string {
   if (!(value instanceof Tensor)) return JSON.stringify(value);
@@ -96,7 +88,45 @@ async function main(): Promise<void> {
   console.log(`output     ${summarize(out)}`);
   console.log(`timing     load ${loadMs.toFixed(1)} ms, first forward ${firstMs.toFixed(1)} ms, ` +
     `median of ${args.runs} forwards ${times[Math.floor(times.length / 2)]?.toFixed(2)} ms`);
+  await fuseAndReport(m, args);
   await m.dispose();
+}
+
+function printReport(report: FuseReport): void {
+  console.log(`\nfuse       ${report.folded} of ${report.pairs.length} conv -> BatchNorm pairs folded; ` +
+    `BatchNorms that run: ${report.batchNorms.before} -> ${report.batchNorms.after}`);
+  for (const p of report.pairs) {
+    const line = `  ${p.status === 'folded' ? 'folded ' : 'skipped'} ${p.kind.padEnd(16)} ${(p.conv || '<root>').padEnd(22)} -> ` +
+      `${p.normKind} ${p.norm || '<root>'}`;
+    console.log(p.reason ? `${line}\n           reason: ${p.reason}` : line);
+  }
+  const v = report.validation;
+  if (v) {
+    console.log(`error      max abs ${v.maxAbsError.toExponential(2)}, max rel ${v.maxRelError.toExponential(2)} ` +
+      `against the unfused module (${v.passed ? 'within' : 'OVER'} atol ${v.atol}, rtol ${v.rtol})`);
+  }
+  const t = report.timings;
+  console.log(`phases     analyze ${t.analyze.toFixed(1)} ms, fold ${t.fold.toFixed(1)} ms, rewrite ${t.rewrite.toFixed(1)} ms, ` +
+    `validate ${t.validate.toFixed(1)} ms, benchmark ${t.benchmark.toFixed(1)} ms, total ${t.total.toFixed(1)} ms`);
+  const b = report.benchmark;
+  if (b) {
+    console.log(`speed      median ${b.before.medianMs.toFixed(2)} ms -> ${b.after.medianMs.toFixed(2)} ms ` +
+      `(p10 ${b.before.p10Ms.toFixed(2)} -> ${b.after.p10Ms.toFixed(2)}, p90 ${b.before.p90Ms.toFixed(2)} -> ` +
+      `${b.after.p90Ms.toFixed(2)}): ${b.speedup.toFixed(3)}x, ${b.iterations} interleaved runs, ${b.threads} thread(s)`);
+  }
+}
+
+async function fuseAndReport(m: ScriptModule, args: DemoArgs): Promise<void> {
+  const { module, report } = await m.fuse({
+    validate: { inputs: [args.shape] },
+    benchmark: { inputs: [args.shape], iterations: Math.max(args.runs, 5), warmup: 3 },
+  });
+  printReport(report);
+  if (args.out) {
+    await module.save(args.out);
+    console.log(`saved      ${args.out}`);
+  }
+  await module.dispose();
 }
 
 main().catch((e: unknown) => {

@@ -126,9 +126,23 @@ export class ScriptModule {
     return this;
   }
 
-  /** The TorchScript IR of a method, as text. */
-  graph(method = 'forward'): string {
-    return this.#handle().graph(expectString(method, 'method'));
+  /**
+   * The TorchScript IR of a method, as text. With `{ inlined: true }` every
+   * call into a submodule or function is inlined, so all aten ops show.
+   */
+  graph(method = 'forward', options: { inlined?: boolean } = {}): string {
+    if (options === null || typeof options !== 'object') throw typeError('an options object', 'options', options);
+    return this.#handle().graph(expectString(method, 'method'), Boolean(options.inlined));
+  }
+
+  /**
+   * Parameters and buffers as Tensors, by dotted name. The tensors share the
+   * module's memory: read them, do not expect writes to reach the module.
+   */
+  stateDict(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(this.#handle().namedTensors())) out[name] = new Tensor(t);
+    return out;
   }
 
   namedModules(): NamedModule[] { return this.#handle().namedModules(); }

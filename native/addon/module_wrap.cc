@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "promise_worker.h"
 #include "report.h"
+#include "tensor_wrap.h"
 
 namespace torchfold::addon {
 
@@ -17,6 +18,7 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
       InstanceMethod<&ModuleWrap::To>("to"),
       InstanceMethod<&ModuleWrap::Methods>("methods"),
       InstanceMethod<&ModuleWrap::Graph>("graph"),
+      InstanceMethod<&ModuleWrap::NamedTensors>("namedTensors"),
       InstanceMethod<&ModuleWrap::NamedModules>("namedModules"),
       InstanceMethod<&ModuleWrap::Parameters>("parameters"),
       InstanceMethod<&ModuleWrap::Buffers>("buffers"),
@@ -151,10 +153,18 @@ Napi::Value ModuleWrap::Methods(const Napi::CallbackInfo& info) {
 Napi::Value ModuleWrap::Graph(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string method = string_arg(info, 0, "method");
+  const bool inlined = info.Length() > 1 && info[1].ToBoolean().Value();
   const core::ModulePtr& m = module(env);
   return guard_sync(env, [&]() -> Napi::Value {
-    return Napi::String::New(env, core::graph_text(*m, method));
+    return Napi::String::New(env, core::graph_text(*m, method, inlined));
   });
+}
+
+Napi::Value ModuleWrap::NamedTensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  for (const auto& [name, t] : core::named_tensors(*module(env))) out.Set(name, TensorWrap::Create(env, t));
+  return out;
 }
 
 Napi::Value ModuleWrap::NamedModules(const Napi::CallbackInfo& info) {

@@ -36,6 +36,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Methods(const Napi::CallbackInfo& info);
   Napi::Value Graph(const Napi::CallbackInfo& info);
+  Napi::Value NamedTensors(const Napi::CallbackInfo& info);
   Napi::Value NamedModules(const Napi::CallbackInfo& info);
   Napi::Value Parameters(const Napi::CallbackInfo& info);
   Napi::Value Buffers(const Napi::CallbackInfo& info);

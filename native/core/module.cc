@@ -1,6 +1,7 @@
 #include "module.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <c10/core/GradMode.h>
 
 #include <cerrno>
@@ -210,12 +211,22 @@ std::vector<std::string> method_names(const torch::jit::Module& module) {
   return names;
 }
 
-std::string graph_text(const torch::jit::Module& module, const std::string& method) {
+std::string graph_text(const torch::jit::Module& module, const std::string& method, bool inlined) {
   auto m = module.find_method(method);
   if (!m) {
     throw Error(ErrorCode::MethodNotFound, "The module has no method '" + method + "'");
   }
-  return m->graph()->toString();
+  if (!inlined) return m->graph()->toString();
+  auto copy = m->graph()->copy();
+  torch::jit::Inline(*copy);
+  return copy->toString();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> named_tensors(const torch::jit::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : module.named_parameters(true)) out.emplace_back(p.name, p.value);
+  for (const auto& b : module.named_buffers(true)) out.emplace_back(b.name, b.value);
+  return out;
 }
 
 std::vector<NamedModule> named_modules(const torch::jit::Module& module) {

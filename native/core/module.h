@@ -41,7 +41,11 @@ ModulePtr clone_module(const torch::jit::Module& module);
 ModulePtr module_to_device(const torch::jit::Module& module, const std::string& device);
 
 std::vector<std::string> method_names(const torch::jit::Module& module);
-std::string graph_text(const torch::jit::Module& module, const std::string& method);
+// The method's TorchScript IR; with `inlined`, every call to a submodule or
+// function is inlined, so each aten op the method runs is visible.
+std::string graph_text(const torch::jit::Module& module, const std::string& method, bool inlined = false);
+// Parameters and buffers by dotted name (tensors shared, not copied).
+std::vector<std::pair<std::string, at::Tensor>> named_tensors(const torch::jit::Module& module);
 std::vector<NamedModule> named_modules(const torch::jit::Module& module);
 std::vector<TensorInfo> parameters(const torch::jit::Module& module);
 std::vector<TensorInfo> buffers(const torch::jit::Module& module);

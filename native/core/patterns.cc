@@ -85,7 +85,7 @@ void read_frozen(const torch::jit::Module& m, NormUnit* unit) {
 // The single live aten::batch_norm a module's forward runs (itself or in a
 // function it calls, as F.batch_norm), if the forward returns its result
 // computed from its own input.
-std::optional<Site> module_batch_norm(const ProgramView& view, const Frame& f) {
+std::optional<Site> module_batch_norm(const ProgramView& view, const Frame& f, size_t input_index) {
   std::vector<Site> found;
   std::vector<const Frame*> todo = {&f};
   while (!todo.empty()) {
@@ -151,9 +151,27 @@ std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_traini
       continue;
     }
     if (module_call && kBatchNorms.count(cls)) {
-      if (auto bn = module_batch_norm(view, *f)) {
+      if (auto bn = module_batch_norm(view, *f, 1)) {
         NormUnit u = module_unit(*f, cls);
         read_batch_norm(view, bn->value->node(), bn->frame, treat_training_as_eval, &u);
+        owned.insert({bn->value->node(), bn->frame});
+        units.push_back(std::move(u));
+      }
+    }
+    // F.batch_norm(...) in scripted code is a call of a shared function: remove
+    // the call (in the caller's graph), not the op inside the shared function.
+    const bool function_call = f->caller && f->is_function && f->method == "batch_norm" && !f->graph->inputs().empty();
+    if (function_call) {
+      auto bn = module_batch_norm(view, *f, 0);
+      if (bn && !owned.count({bn->value->node(), bn->frame})) {
+        NormUnit u;
+        u.holder = f->caller;
+        u.remove = f->call_node;
+        u.input = f->call_node->input(1);
+        u.kind = "batch_norm";
+        read_batch_norm(view, bn->value->node(), bn->frame, treat_training_as_eval, &u);
+        auto mean = view.attribute_of(Site{bn->value->node()->input(3), bn->frame}, true);
+        u.path = mean ? mean->path : f->path;
         owned.insert({bn->value->node(), bn->frame});
         units.push_back(std::move(u));
       }

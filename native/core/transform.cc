@@ -68,7 +68,9 @@ void set_folded_params(Pair& p, std::set<const Node*>& bias_rewired) {
 
 void remove_norm(const NormUnit& u) {
   Node* n = u.remove;
-  JValue* in = n->kind() == c10::prim::CallMethod ? n->input(1) : n->input(0);
+  // CallMethod(module, x) and CallFunction(fn, x, ...) take x second; aten::batch_norm first.
+  const bool call = n->kind() == c10::prim::CallMethod || n->kind() == c10::prim::CallFunction;
+  JValue* in = call ? n->input(1) : n->input(0);
   n->output()->replaceAllUsesWith(in);
   n->destroy();
 }
