@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <sstream>
 
 #include "analyze.h"
 #include "patterns.h"
@@ -50,6 +51,22 @@ std::vector<PairReport> describe_pairs(const Analysis& a) {
   return out;
 }
 
+// A copy with its own compilation unit, class types and graphs, so the
+// rewrite cannot reach the caller's module. A round trip through the
+// serializer (rather than Module::clone(), which mangles new type names with
+// a counter shared by every clone of the unit) keeps the class names of the
+// input, so the same input always gives the same saved bytes.
+ModulePtr private_copy(const torch::jit::Module& module) {
+  std::stringstream buffer;
+  try {
+    module.save(buffer);
+  } catch (const c10::Error&) {
+    return std::make_shared<torch::jit::Module>(module.clone());  // not serializable: still a private copy
+  }
+  const std::string device = module_device(module);
+  return std::make_shared<torch::jit::Module>(torch::jit::load(buffer, c10::Device(device)));
+}
+
 int folded_count(const std::vector<PairReport>& pairs) {
   int n = 0;
   for (const auto& p : pairs) n += p.folded ? 1 : 0;
@@ -80,9 +97,7 @@ FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& opti
     return result;
   }
 
-  // clone() gives the copy its own class types and method graphs, so the
-  // rewrite below cannot reach the caller's module.
-  auto copy = std::make_shared<torch::jit::Module>(module.clone());
+  auto copy = private_copy(module);
   auto t = Clock::now();
   Analysis a = analyze(*copy, analyze_options);  // also computes the folded tensors
   result.report.analyze_ms = ms_since(t) - a.fold_ms;

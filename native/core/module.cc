@@ -170,6 +170,7 @@ ModulePtr load_module(const std::string& path, const std::string& device_name_in
 void save_module(const torch::jit::Module& module, const std::string& path) {
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     throw Error(ErrorCode::FileNotFound, "Cannot save to " + path + ": no such directory " + dir);
@@ -177,20 +178,29 @@ void save_module(const torch::jit::Module& module, const std::string& path) {
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
     throw Error(ErrorCode::NotAFile, "Cannot save to " + path + ": it is a directory");
   }
-  const std::string tmp = temp_path_for(path);
+  // PyTorch names the archive's top folder after the file it writes, so the
+  // temporary file gets the final name, inside a private temporary folder:
+  // the result is byte-identical to a direct save, and the rename is atomic.
+  const std::string tmp_dir = temp_path_for(dir + "/." + base);
+  if (::mkdir(tmp_dir.c_str(), 0700) != 0) {
+    throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(errno));
+  }
+  const std::string tmp = tmp_dir + "/" + base;
+  auto cleanup = [&] { std::remove(tmp.c_str()); ::rmdir(tmp_dir.c_str()); };
   try {
     module.save(tmp);
   } catch (...) {
-    std::remove(tmp.c_str());
+    cleanup();
     Error e = describe_current_exception();
     throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + e.what());
   }
   fsync_path(tmp, O_RDONLY);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    std::remove(tmp.c_str());
+    cleanup();
     throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(err));
   }
+  ::rmdir(tmp_dir.c_str());
   fsync_path(dir, O_RDONLY | O_DIRECTORY);
 }
 

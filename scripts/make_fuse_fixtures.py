@@ -1,0 +1,671 @@
+"""Make the fixtures for torchfold's conv -> BatchNorm folding tests with real PyTorch.
+
+Usage: /usr/bin/python3 scripts/make_fuse_fixtures.py [OUTDIR]   (default test/fixtures/fuse)
+
+Each case is one TorchScript model (OUTDIR/<name>.pt) plus, in OUTDIR/manifest.json:
+its inputs, its own output, a float64 reference output from the eager module,
+the (conv, BN) pairs a correct tool must report (folded, or skipped with a
+reason substring) and the folded parameters it must produce. Tensors use the
+TREE encoding of fixture_io.py. Like make_fixtures.py the run is idempotent:
+the manifest's "version" hashes this script, fixture_io.py and the
+torch/torchvision versions, and the manifest is written last, atomically.
+OUTDIR belongs to this script: files an older manifest listed are removed.
+"""
+import copy
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+
+def pin_hash_seed():
+    """Re-exec with PYTHONHASHSEED=0 before torch loads: TorchScript saves module
+    constants in set order, so a fixed seed keeps the .pt files byte-identical."""
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+pin_hash_seed()
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import fixture_io as fio  # noqa: E402
+
+VISION_TIME_LIMIT_S = 10.0  # a torchvision model slower than this to build is left out
+# How close the float64 model with the expected folded parameters (BNs removed)
+# must come to output64: only the single rounding of W' and B' separates them.
+FOLD_TOL = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 5e-2}
+CONV_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+# ---------------------------------------------------------------- versioning
+
+def torchvision_version():
+    # From package metadata: importing torchvision would slow the up-to-date path.
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def source_version():
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("make_fuse_fixtures.py", "fixture_io.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(f.read())
+    h.update(torch.__version__.encode())
+    h.update(torchvision_version().encode())  # the torchvision cases depend on it too
+    return h.hexdigest()
+
+
+def read_manifest(outdir):
+    try:
+        with open(os.path.join(outdir, "manifest.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------ norms & seeds
+
+def is_norm(m):
+    # FrozenBatchNorm2d by name: importing torchvision here would slow every run.
+    return isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "FrozenBatchNorm2d"
+
+
+def randomize_norms(model):
+    """fio.randomize_bn's distributions, but also for FrozenBatchNorm2d and for BNs
+    without affine parameters or running stats (randomize_bn assumes both)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if not is_norm(m):
+                continue
+            if m.running_mean is not None:
+                m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+            if m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.copy_(torch.randn_like(m.bias) * 0.2)
+    return model
+
+
+def prep(model):
+    return randomize_norms(model).eval()
+
+
+def seed_of(name):
+    # Per-name seed: adding or reordering cases never changes the others.
+    return zlib.crc32(name.encode())
+
+
+# ---------------------------------------------------------------- rounding
+
+def _bf16_from_bits(bits):
+    """int64 tensor of 16-bit patterns -> bfloat16 tensor."""
+    return torch.where(bits >= 0x8000, bits - 0x10000, bits).to(torch.int16).view(torch.bfloat16)
+
+
+def round_bf16(x64):
+    """float64 -> bfloat16, rounded once (nearest, ties to even).
+
+    torch's own cast goes through float32 and so can round twice. Its result is
+    at most one ulp off, so pick the nearest of it and its two neighbours. The
+    distances are exact (Sterbenz: candidate and x are within a factor of 2, or
+    the candidate is 0), so a tie is a true tie; then the even pattern wins."""
+    c = x64.to(torch.bfloat16)
+    bits = c.view(torch.int16).to(torch.int64) & 0xFFFF
+    best, best_d = bits, (c.double() - x64).abs()
+    for step in (1, -1):
+        nb = (bits + step) & 0xFFFF
+        nd = (_bf16_from_bits(nb).double() - x64).abs()  # NaN patterns never compare true
+        better = (nd < best_d) | ((nd == best_d) & (nb % 2 == 0))
+        better &= torch.isfinite(c)  # leave overflow to torch (no value here is near it)
+        best, best_d = torch.where(better, nb, best), torch.where(better, nd, best_d)
+    return _bf16_from_bits(best)
+
+
+def round_to(x64, dtype):
+    if dtype == torch.bfloat16:
+        return round_bf16(x64)
+    if dtype == torch.float16:  # numpy's double -> half conversion rounds once
+        return torch.from_numpy(np.asarray(x64.numpy(), dtype=np.float64).astype(np.float16))
+    return x64.to(dtype)  # float32: one correctly rounded step; float64: exact
+
+
+def check_rounding():
+    """Hand-made halfway cases; also proves torch's cast alone would be wrong."""
+    h, t = 2.0 ** -8, 2.0 ** -133  # half a bf16 ulp at 1.0; smallest bf16 subnormal
+    cases = [(1 + h, 1.0), (1 + h + 2 ** -40, 1 + 2 * h), (1 + h - 2 ** -40, 1.0),
+             (1 + 3 * h, 1 + 4 * h), (1.5 * t, 2 * t), (0.5 * t, 0.0), (0.5 * t + 2 ** -160, t)]
+    cases += [(-x, -want) for x, want in cases]
+    x = torch.tensor([c[0] for c in cases], dtype=torch.float64)
+    want = torch.tensor([c[1] for c in cases], dtype=torch.float64)
+    assert torch.equal(round_bf16(x).double(), want), "round_bf16 is wrong"
+    assert not torch.equal(x.to(torch.bfloat16).double(), want), "torch's cast now rounds once"
+    half = round_to(torch.tensor([1 + 2 ** -11 + 2 ** -40, 1 + 2 ** -11], dtype=torch.float64),
+                    torch.float16)
+    assert half.double().tolist() == [1 + 2 ** -10, 1.0], "float16 rounding is wrong"
+
+
+# ---------------------------------------------------------------- folding
+
+def fold(W, B, mean, var, gamma, beta, eps, transposed=False, groups=1):
+    """Expected folded (W', B') in float64, rounded once to W's dtype."""
+    dtype, W = W.dtype, W.double()
+    mean, var = mean.double(), var.double()
+    gamma = torch.ones_like(mean) if gamma is None else gamma.double()
+    beta = torch.zeros_like(mean) if beta is None else beta.double()
+    B = torch.zeros_like(mean) if B is None else B.double()
+    s = gamma / torch.sqrt(var + eps)
+    ones = [1] * (W.dim() - 2)
+    if transposed:
+        # [in, out/g, k...]: element [i, j] is output channel (i // (in/g)) * (out/g) + j
+        g, per_out = groups, W.shape[1]
+        Wg = W.reshape(g, W.shape[0] // g, per_out, *W.shape[2:])
+        Ws = (Wg * s.reshape(g, 1, per_out, *ones)).reshape(W.shape)
+    else:
+        Ws = W * s.reshape(-1, 1, *ones)  # [out, in/g, k...]
+    return round_to(Ws, dtype), round_to((B - mean) * s + beta, dtype)
+
+
+def fold_pairs(model, pairs):
+    """folded_params for every pair expected to fold, keyed by parameter path."""
+    out = {}
+    for conv_path, norm_path, status, _ in pairs:
+        if status != "folded":
+            continue
+        conv, bn = model.get_submodule(conv_path), model.get_submodule(norm_path)
+        transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+        w, b = fold(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight,
+                    bn.bias, bn.eps, transposed, getattr(conv, "groups", 1))
+        out[f"{conv_path}.weight"], out[f"{conv_path}.bias"] = w, b
+    return out
+
+
+def check_folding(name, model64, inputs64, ref, folded, pairs, dtype):
+    """Run the float64 model with the expected parameters and the folded BNs
+    removed: a wrong formula or channel mapping shows up as a mismatch."""
+    m = copy.deepcopy(model64)
+    for conv_path, norm_path, status, _ in pairs:
+        if status == "folded":
+            conv = m.get_submodule(conv_path)
+            conv.weight = nn.Parameter(folded[f"{conv_path}.weight"].double())
+            conv.bias = nn.Parameter(folded[f"{conv_path}.bias"].double())
+            parent, _, leaf = norm_path.rpartition(".")
+            setattr(m.get_submodule(parent), leaf, nn.Identity())
+    with torch.no_grad():
+        out = m(*inputs64)
+    tol = FOLD_TOL[dtype]
+    if not torch.allclose(out, ref, rtol=tol, atol=tol, equal_nan=True):
+        raise AssertionError(f"{name}: folded parameters do not reproduce output64 "
+                             f"(max diff {(out - ref).abs().max().item():.3g})")
+
+
+def eager_links(model, inputs):
+    """Run forward eagerly with hooks. Returns (output, BN applications, links),
+    a link being (conv path, BN path) where the BN's input is the very tensor a
+    conv/linear returned. Cross-checks the hand-written pairs, counts torchvision's."""
+    produced, links, count, handles = {}, [], [0], []
+
+    def on_conv(path, mod, inp, out):
+        produced[id(out)] = (path, out)  # keeping out alive keeps its id unique
+
+    def on_norm(path, mod, inp):
+        count[0] += 1
+        if id(inp[0]) in produced:
+            links.append((produced[id(inp[0])][0], path))
+
+    for path, m in model.named_modules():
+        if isinstance(m, CONV_TYPES):
+            handles.append(m.register_forward_hook(functools.partial(on_conv, path)))
+        elif is_norm(m):
+            handles.append(m.register_forward_pre_hook(functools.partial(on_norm, path)))
+    with torch.no_grad():
+        out = model(*inputs)
+    for h in handles:
+        h.remove()
+    return out, count[0], links
+
+
+# -------------------------------------------------------------------- models
+
+@dataclass
+class Case:
+    model: nn.Module              # eager, eval (unless a case says), norms randomized
+    kind: str                     # "scripted" | "traced"
+    inputs: List[torch.Tensor]
+    note: str
+    pairs: Optional[list] = None  # [(conv, norm, status, reason)]; None: torchvision, counts only
+    norms: Optional[int] = None   # given only where hooks cannot see the BN (functional)
+    folded: Optional[dict] = None  # given only where pairs are not module paths
+    extra: List[str] = field(default_factory=list)  # exported methods, run on the same inputs
+    check: Optional[Callable] = None  # assertion on the reloaded module
+
+
+def folded(conv, norm):
+    return (conv, norm, "folded", None)
+
+
+def skipped(conv, norm, reason):
+    return (conv, norm, "skipped", reason)
+
+
+def randn(*shape):
+    return torch.randn(*shape)  # global generator, seeded per case by make_case
+
+
+def jit(model, kind, inputs):
+    return torch.jit.script(model) if kind == "scripted" else torch.jit.trace(model, tuple(inputs))
+
+
+class ConvBN(nn.Module):
+    """conv -> bn. Subclasses change forward to create each condition."""
+
+    def __init__(self, bn=None, channels=(4, 6)):
+        super().__init__()
+        self.conv = nn.Conv2d(channels[0], channels[1], 3, padding=1)
+        self.bn = bn if bn is not None else nn.BatchNorm2d(channels[1])
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class UsedTwice(ConvBN):
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+class CalledTwice(ConvBN):
+    def forward(self, x):
+        a = self.bn(self.conv(x))
+        b = self.conv(x)
+        return a + b
+
+
+class Exported(ConvBN):
+    @torch.jit.export
+    def features(self, x):
+        return self.bn(self.conv(x)).mean()
+
+
+class DebugBranch(ConvBN):
+    debug: torch.jit.Final[bool] = False
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.debug:
+            print(y.sum())
+        return self.bn(y)
+
+
+class Inner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(torch.relu(x))
+
+
+class CrossBoundary(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = Inner()
+        self.seq = nn.Sequential(nn.BatchNorm2d(6), nn.ReLU())
+
+    def forward(self, x):
+        return self.seq(self.a(x))
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        self.conv2.weight = self.conv1.weight
+        self.bn1, self.bn2 = nn.BatchNorm2d(6), nn.BatchNorm2d(6)
+
+    def forward(self, x):
+        return self.bn1(self.conv1(x)) + self.bn2(self.conv2(x))
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        # Identical configs, so TorchScript gives both blocks one class.
+        self.block1, self.block2 = ConvBN(channels=(6, 6)), ConvBN(channels=(6, 6))
+
+    def forward(self, x):
+        return self.block2(self.block1(x))
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 4, 3, 3) * 0.3)
+        self.b = nn.Parameter(torch.randn(6) * 0.1)
+        self.g = nn.Parameter(torch.empty(6).uniform_(0.5, 1.5))
+        self.beta = nn.Parameter(torch.randn(6) * 0.2)
+        self.register_buffer("rm", torch.randn(6) * 0.5)
+        self.register_buffer("rv", torch.empty(6).uniform_(0.5, 2.0))
+
+    def forward(self, x):
+        y = F.conv2d(x, self.w, self.b, padding=1)
+        return F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
+
+
+CASES = {}
+CONV_KINDS = {
+    "conv1d": (nn.Conv1d, nn.BatchNorm1d, (8,)),
+    "conv2d": (nn.Conv2d, nn.BatchNorm2d, (8, 8)),
+    "conv3d": (nn.Conv3d, nn.BatchNorm3d, (5, 5, 5)),
+    "convtranspose1d": (nn.ConvTranspose1d, nn.BatchNorm1d, (8,)),
+    "convtranspose2d": (nn.ConvTranspose2d, nn.BatchNorm2d, (8, 8)),
+    "convtranspose3d": (nn.ConvTranspose3d, nn.BatchNorm3d, (5, 5, 5)),
+}
+
+
+def build_product(conv_kind, bias, groups, kind):
+    conv_cls, bn_cls, spatial = CONV_KINDS[conv_kind]
+    # Some strides/dilations other than 1: they change the conv, never the folding.
+    stride = 2 if groups == 2 and bias else 1
+    dilation = 2 if groups == 2 and not bias else 1
+    conv = conv_cls(4, 6, 3, stride=stride, padding=1, dilation=dilation, groups=groups, bias=bias)
+    note = (f"{conv_cls.__name__}(bias={bias}, groups={groups}, stride={stride}, "
+            f"dilation={dilation}) -> {bn_cls.__name__}, {kind}")
+    return Case(prep(nn.Sequential(conv, bn_cls(6))), kind, [randn(2, 4, *spatial)], note,
+                [folded("0", "1")])
+
+
+def build_padding(mode, kind):
+    conv = nn.Conv2d(4, 6, 3, padding=1, padding_mode=mode, bias=False)
+    return Case(prep(nn.Sequential(conv, nn.BatchNorm2d(6))), kind, [randn(2, 4, 8, 8)],
+                f"Conv2d padding_mode={mode!r} (the pad is a separate op before the conv), {kind}",
+                [folded("0", "1")])
+
+
+def build_relu():
+    m = prep(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()))
+    return Case(m, "scripted", [randn(2, 4, 8, 8)], "conv -> BN -> ReLU", [folded("0", "1")])
+
+
+def build_cross(kind):
+    return Case(prep(CrossBoundary()), kind, [randn(2, 4, 8, 8)],
+                f"the conv ends a child's forward, the BN starts a sibling Sequential, {kind}",
+                [folded("a.conv", "seq.0")])
+
+
+def build_linear(kind):
+    m = prep(nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6)))
+    return Case(m, kind, [randn(2, 4, 2, 2)], f"flatten -> Linear -> BatchNorm1d, {kind}",
+                [folded("1", "2")])
+
+
+def build_linear_3d():
+    m = prep(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)))
+    return Case(m, "scripted", [randn(2, 6, 4)],
+                "Linear on [N, L, F] with L == out_features: BatchNorm1d normalizes L, not the "
+                "Linear's channels", [skipped("0", "1", "2-d")])
+
+
+def build_frozen():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    m = prep(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), FrozenBatchNorm2d(6)))
+    return Case(m, "scripted", [randn(2, 4, 8, 8)],
+                "torchvision FrozenBatchNorm2d (reshape/rsqrt/mul/add in TorchScript, no "
+                "aten::batch_norm) after a conv", [folded("0", "1")])
+
+
+def build_exported():
+    return Case(prep(Exported()), "scripted", [randn(2, 4, 8, 8)],
+                "conv -> BN in forward and in an exported method 'features' (one pair)",
+                [folded("conv", "bn")], extra=["features"])
+
+
+def build_affine_false():
+    return Case(prep(ConvBN(nn.BatchNorm2d(6, affine=False))), "scripted", [randn(2, 4, 8, 8)],
+                "BatchNorm2d(affine=False): gamma = 1, beta = 0", [folded("conv", "bn")])
+
+
+def build_skip(which):
+    cls = {"used_twice": UsedTwice, "called_twice": CalledTwice}.get(which, ConvBN)
+    bn = nn.BatchNorm2d(6, track_running_stats=False) if which == "no_running_stats" else None
+    m = prep(cls(bn))
+    with torch.no_grad():
+        if which == "training":
+            m.bn.train()
+        elif which == "nan_var":
+            m.bn.running_var[1] = float("nan")  # output: NaN in channel 1
+        elif which == "negative_var":
+            m.bn.running_var[0] = -1.0  # var + eps < 0: sqrt gives NaN in channel 0
+    reason, note = SKIPS[which]
+    return Case(m, "scripted", [randn(2, 4, 8, 8)], note, [skipped("conv", "bn", reason)])
+
+
+SKIPS = {
+    "used_twice": ("used 2 times", "the conv output also feeds an add: bn(y) + y"),
+    "called_twice": ("also read", "the conv module is called again without a BN"),
+    "training": ("training mode", "the BN alone is in training mode"),
+    "no_running_stats": ("track_running_stats", "BN with track_running_stats=False uses batch stats"),
+    "nan_var": ("not finite", "running_var[1] is NaN"),
+    "negative_var": ("var + eps", "running_var[0] = -1: var + eps <= 0"),
+}
+
+
+def build_tied():
+    def same_storage(loaded):
+        assert loaded.conv1.weight.data_ptr() == loaded.conv2.weight.data_ptr(), "tie lost in save"
+    return Case(prep(Tied()), "scripted", [randn(2, 4, 8, 8)],
+                "two convs share one weight Parameter, each followed by its own BN",
+                [skipped("conv1", "bn1", "tied"), skipped("conv2", "bn2", "tied")], check=same_storage)
+
+
+def build_shared_class():
+    m = prep(TwoBlocks())
+    m.block2.bn.train()
+
+    def one_class(loaded):
+        assert loaded.block1._c._type() == loaded.block2._c._type(), "blocks got two classes"
+    return Case(m, "scripted", [randn(2, 6, 8, 8)],
+                "two instances of one scripted Block class; block2's BN is in training mode, so "
+                "block1's shared code cannot change", [skipped("block1.conv", "block1.bn", "shared"),
+                                                       skipped("block2.conv", "block2.bn", "training mode")],
+                check=one_class)
+
+
+def build_debug():
+    return Case(prep(DebugBranch()), "scripted", [randn(2, 4, 8, 8)],
+                "`if self.debug: print(y.sum())` with debug: Final[bool] = False (TorchScript "
+                "drops the dead branch when scripting)", [folded("conv", "bn")])
+
+
+def build_low_precision(dtype):
+    m = prep(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6))).to(dtype)
+    note = f"conv -> BN in {fio.DTYPE_NAMES[dtype]}; folded params rounded once from float64"
+    if dtype == torch.float16:
+        note += "; output is null: CPU PyTorch 1.13 has no float16 conv/batch_norm"
+    return Case(m, "scripted", [randn(2, 4, 8, 8).to(dtype)], note, [folded("0", "1")])
+
+
+def build_functional(kind):
+    m = Functional().eval()
+    return Case(m, kind, [randn(2, 4, 8, 8)],
+                f"F.conv2d -> F.batch_norm on the root's own parameters/buffers, {kind}; "
+                "folded_params are keyed by the real names (w, b)", [folded("", "")], norms=1,
+                folded=dict(zip(("w", "b"), fold(m.w, m.b, m.rm, m.rv, m.g, m.beta, 1e-5))))
+
+
+def build_vision(arch, kind, shape, note=""):
+    import torchvision
+    ctor = functools.reduce(getattr, arch.split("."), torchvision.models)
+    kwargs = {"num_classes": 10}  # a smaller head: same BNs, fewer megabytes
+    if arch == "resnet18_frozen":
+        ctor, kwargs["norm_layer"] = torchvision.models.resnet18, torchvision.ops.misc.FrozenBatchNorm2d
+    model = ctor(weights=None, **kwargs)
+    if arch == "vgg11_bn":  # the 120M-parameter classifier has no BN; keep the file small
+        model.classifier = nn.Linear(512 * 7 * 7, 10)
+    return Case(prep(model), kind, [randn(*shape)], f"torchvision {arch}, {kind}; {note}".rstrip("; "))
+
+
+DENSENET_NOTE = ("norm1 of every dense layer, the 3 transitions' norm and norm5 follow torch.cat "
+                 "(pre-activation), so only norm0 and each layer's norm2 fold")
+VISION = {
+    "resnet18": ("traced", (1, 3, 64, 64)), "mobilenet_v3_small": ("scripted", (1, 3, 64, 64)),
+    "efficientnet_b0": ("traced", (1, 3, 64, 64)), "densenet121": ("traced", (1, 3, 64, 64)),
+    "vgg11_bn": ("traced", (1, 3, 32, 32)), "shufflenet_v2_x0_5": ("scripted", (1, 3, 64, 64)),
+    "regnet_y_400mf": ("traced", (1, 3, 64, 64)), "video.r3d_18": ("traced", (1, 3, 4, 32, 32)),
+    "resnet18_frozen": ("scripted", (1, 3, 64, 64)),
+}
+
+
+def register_cases():
+    both = ("scripted", "traced")
+    for conv_kind in CONV_KINDS:
+        for bias in (True, False):
+            for groups in (1, 2):
+                for kind in both:
+                    name = f"{conv_kind}_{'bias' if bias else 'nobias'}_g{groups}_{kind}"
+                    CASES[name] = functools.partial(build_product, conv_kind, bias, groups, kind)
+    for mode in ("reflect", "replicate", "circular"):
+        for kind in both:
+            CASES[f"padding_{mode}_{kind}"] = functools.partial(build_padding, mode, kind)
+    for kind in both:
+        CASES[f"cross_boundary_{kind}"] = functools.partial(build_cross, kind)
+        CASES[f"linear_bn1d_{kind}"] = functools.partial(build_linear, kind)
+        CASES[f"functional_{kind}"] = functools.partial(build_functional, kind)
+    CASES.update(conv_bn_relu=build_relu, linear_3d_input=build_linear_3d, frozen_bn=build_frozen,
+                 exported_method=build_exported, affine_false=build_affine_false,
+                 skip_tied=build_tied, skip_shared_class=build_shared_class,
+                 debug_branch=build_debug)
+    for which in SKIPS:
+        CASES[f"skip_{which}"] = functools.partial(build_skip, which)
+    CASES["half_fp16"] = functools.partial(build_low_precision, torch.float16)
+    CASES["half_bf16"] = functools.partial(build_low_precision, torch.bfloat16)
+    for arch, (kind, shape) in VISION.items():
+        note = DENSENET_NOTE if arch == "densenet121" else ""
+        name = f"tv_{arch.split('.')[-1]}_{kind}"
+        CASES[name] = functools.partial(build_vision, arch, kind, shape, note)
+
+
+# ---------------------------------------------------------------- writing
+
+def make_expect(name, case, norms, links):
+    if case.pairs is None:  # torchvision: counts only, from the eager run
+        return {"norms": norms, "pairs": None, "foldable": len(links)}
+    if case.norms is None:  # module-based: the hand-written pairs must match the hooks
+        listed = sorted((c, n) for c, n, _, _ in case.pairs)
+        if listed != sorted(links):
+            raise AssertionError(f"{name}: pairs {listed}, but the eager run links {links}")
+    return {"norms": norms if case.norms is None else case.norms,
+            "pairs": [{"conv": c, "norm": n, "status": s, "reason": r} for c, n, s, r in case.pairs]}
+
+
+def make_case(outdir, name, builder, written):
+    torch.manual_seed(seed_of(name))
+    start = time.perf_counter()
+    case = builder()
+    dtype = next(case.model.parameters()).dtype
+    # The reference runs the eager code in float64, copied before jit touches it.
+    model64 = copy.deepcopy(case.model).double()
+    inputs64 = [x.double() for x in case.inputs]
+    output64, norms, links = eager_links(model64, inputs64)
+    module = jit(case.model, case.kind, case.inputs)
+    if case.pairs is None and time.perf_counter() - start > VISION_TIME_LIMIT_S:
+        print(f"left out {name}: {time.perf_counter() - start:.1f}s to build")
+        return None
+    path = os.path.join(outdir, f"{name}.pt")
+    torch.jit.save(module, path)
+    written.append(f"{name}.pt")
+    loaded = torch.jit.load(path)  # outputs come from the file, as the tests will see it
+    if case.check:
+        case.check(loaded)
+    expect = make_expect(name, case, norms, links)
+    params = case.folded if case.folded is not None else fold_pairs(case.model, case.pairs or [])
+    if case.norms is None and any(p[2] == "folded" for p in case.pairs or []):
+        check_folding(name, model64, inputs64, output64, params, case.pairs, dtype)
+    sink = fio.TensorSink(outdir, name)
+    enc = functools.partial(fio.encode_tree, sink=sink)
+    with torch.no_grad():
+        output = None if dtype == torch.float16 else loaded(*case.inputs)
+        entry = {"file": f"{name}.pt", "kind": case.kind, "dtype": fio.DTYPE_NAMES[dtype],
+                 "note": case.note, "inputs": enc(case.inputs), "output": enc(output),
+                 "output64": enc(output64), "expect": expect,
+                 "folded_params": {k: enc(v) for k, v in params.items()}}
+        if case.pairs is None:
+            entry["note"] += f"; {norms} BN applications, {len(links)} directly after a conv"
+        if case.extra:
+            entry["extra_cases"] = [
+                {"method": m, "inputs": enc(case.inputs), "output": enc(getattr(loaded, m)(*case.inputs)),
+                 "output64": enc(getattr(model64, m)(*inputs64))} for m in case.extra]
+    written.extend(sink.written)
+    return entry, time.perf_counter() - start
+
+
+def recorded_files(tree):
+    """Every "file" named anywhere in an (old) manifest."""
+    if isinstance(tree, list):
+        return {f for v in tree for f in recorded_files(v)}
+    if not isinstance(tree, dict):
+        return set()
+    found = {tree["file"]} if isinstance(tree.get("file"), str) else set()
+    return found.union(*(recorded_files(v) for v in tree.values()))
+
+
+def make_all(outdir, version, old_manifest):
+    # Remove the old manifest first: until the new one lands, the directory reads as "not made".
+    manifest_path = os.path.join(outdir, "manifest.json")
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)
+    written, cases = [], {}
+    for name, builder in CASES.items():
+        made = make_case(outdir, name, builder, written)
+        if made is not None:
+            cases[name], seconds = made
+            expect = cases[name]["expect"]
+            counts = (f"{expect['foldable']} foldable" if expect["pairs"] is None else
+                      " ".join(f"{p['status']}" + (f"({p['reason']})" if p["reason"] else "")
+                               for p in expect["pairs"]))
+            print(f"made {name}: {expect['norms']} norms, {counts} ({seconds:.2f}s)", flush=True)
+    # Only files an older manifest recorded are removed: nothing else here is ours to delete.
+    for stale in recorded_files(old_manifest or {}) - set(written):
+        if os.path.exists(os.path.join(outdir, stale)):
+            os.remove(os.path.join(outdir, stale))
+    fio.write_json_atomic(manifest_path, {"version": version, "torch": torch.__version__,
+                                          "torchvision": torchvision_version(), "cases": cases})
+
+
+def main(argv):
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outdir = argv[1] if len(argv) > 1 else os.path.join(repo_root, "test", "fixtures", "fuse")
+    version = source_version()
+    old = read_manifest(outdir)
+    if old is not None and old.get("version") == version:
+        print("fuse fixtures up to date")
+        return 0
+    start = time.perf_counter()
+    os.makedirs(outdir, exist_ok=True)
+    torch.set_num_threads(1)  # fewer threads, fewer reduction-order differences
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    check_rounding()
+    register_cases()
+    make_all(outdir, version, old)
+    print(f"wrote {os.path.join(outdir, 'manifest.json')} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
