@@ -58,6 +58,10 @@ export const versions: Versions = new Proxy({} as Versions, {
     cachedVersions ??= readVersions();
     return cachedVersions[key as keyof Versions];
   },
+  has(_t, key) {
+    cachedVersions ??= readVersions();
+    return key in cachedVersions;
+  },
   ownKeys() {
     cachedVersions ??= readVersions();
     return Reflect.ownKeys(cachedVersions);

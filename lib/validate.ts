@@ -1,7 +1,8 @@
 /** Argument checks shared by the public API, in one message vocabulary. */
 import { rangeError, typeError } from './errors';
 
-const DEVICE = /^(cpu|cuda(:\d{1,3})?)$/;
+// cuda:0 .. cuda:63 (libtorch's device index is 8 bits; larger ones would wrap).
+const DEVICE = /^(cpu|cuda(:([0-9]|[1-5][0-9]|6[0-3]))?)$/;
 
 export function parseDevice(value: unknown, name: string): string {
   if (typeof value !== 'string') throw typeError("a device string ('cpu', 'cuda', 'cuda:N')", name, value);
@@ -11,6 +12,7 @@ export function parseDevice(value: unknown, name: string): string {
 
 export function expectString(value: unknown, name: string): string {
   if (typeof value !== 'string' || value.length === 0) throw typeError('a non-empty string', name, value);
+  if (value.includes('\0')) throw typeError('a string without NUL characters', name, value);
   return value;
 }
 

@@ -20,6 +20,11 @@ export type TorchValue =
   | Map<string | number | bigint | boolean, TorchValue>
   | { [key: string]: TorchValue };
 
+/** Defines rather than assigns, so a key named "__proto__" stays an ordinary key. */
+function define<T>(o: { [key: string]: T }, key: string, value: T): void {
+  Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function isPlainObject(v: object): boolean {
   const proto = Object.getPrototypeOf(v);
   return proto === Object.prototype || proto === null;
@@ -47,7 +52,7 @@ export function toNative(value: unknown, name: string, seen = new Set<object>())
       throw typeError('a Tensor, number, boolean, string, null, array or plain object', name, value);
     }
     const out: { [key: string]: NativeValue } = {};
-    for (const [k, v] of Object.entries(value)) out[k] = toNative(v, `${name}.${k}`, seen);
+    for (const [k, v] of Object.entries(value)) define(out, k, toNative(v, `${name}.${k}`, seen));
     return out;
   } finally {
     seen.delete(value);
@@ -64,6 +69,6 @@ export function fromNative(value: NativeValue, tensorCtor: new () => NativeTenso
     return out;
   }
   const out: { [key: string]: TorchValue } = {};
-  for (const [k, v] of Object.entries(value)) out[k] = fromNative(v as NativeValue, tensorCtor);
+  for (const [k, v] of Object.entries(value)) define(out, k, fromNative(v as NativeValue, tensorCtor));
   return out;
 }

@@ -2,25 +2,25 @@
 
 Usage: /usr/bin/python3 scripts/make_fuse_fixtures.py [OUTDIR]   (default test/fixtures/fuse)
 
-Each case is one TorchScript model (OUTDIR/<name>.pt) plus, in OUTDIR/manifest.json:
-its inputs, its own output, a float64 reference output from the eager module,
-the (conv, BN) pairs a correct tool must report (folded, or skipped with a
-reason substring) and the folded parameters it must produce. Tensors use the
-TREE encoding of fixture_io.py. Like make_fixtures.py the run is idempotent:
-the manifest's "version" hashes this script, fixture_io.py and the
-torch/torchvision versions, and the manifest is written last, atomically.
-OUTDIR belongs to this script: files an older manifest listed are removed.
+One TorchScript model per case (OUTDIR/<name>.pt); OUTDIR/manifest.json gives its inputs,
+its own output, a float64 reference output, the (conv, BN) pairs a correct tool reports
+(folded, or skipped with a reason substring) and the folded parameters it must produce
+(TREE encoding: fixture_io.py). Idempotent like make_fixtures.py: "version" hashes this
+script, fixture_io.py and the torch/torchvision versions; the manifest is written last.
+OUTDIR belongs to this script: .pt/.bin files there that it did not write are removed.
 """
 import copy
 import functools
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import os
 import sys
 import time
 import warnings
-import zlib
+import zlib  # crc32 of a case's name seeds it: adding cases never changes others
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -107,11 +107,6 @@ def prep(model):
     return randomize_norms(model).eval()
 
 
-def seed_of(name):
-    # Per-name seed: adding or reordering cases never changes the others.
-    return zlib.crc32(name.encode())
-
-
 # ---------------------------------------------------------------- rounding
 
 def _bf16_from_bits(bits):
@@ -139,6 +134,7 @@ def round_bf16(x64):
 
 
 def round_to(x64, dtype):
+    x64 = x64.detach()
     if dtype == torch.bfloat16:
         return round_bf16(x64)
     if dtype == torch.float16:  # numpy's double -> half conversion rounds once
@@ -264,14 +260,6 @@ def skipped(conv, norm, reason):
     return (conv, norm, "skipped", reason)
 
 
-def randn(*shape):
-    return torch.randn(*shape)  # global generator, seeded per case by make_case
-
-
-def jit(model, kind, inputs):
-    return torch.jit.script(model) if kind == "scripted" else torch.jit.trace(model, tuple(inputs))
-
-
 class ConvBN(nn.Module):
     """conv -> bn. Subclasses change forward to create each condition."""
 
@@ -343,14 +331,9 @@ class Tied(nn.Module):
         return self.bn1(self.conv1(x)) + self.bn2(self.conv2(x))
 
 
-class TwoBlocks(nn.Module):
-    def __init__(self):
-        super().__init__()
-        # Identical configs, so TorchScript gives both blocks one class.
-        self.block1, self.block2 = ConvBN(channels=(6, 6)), ConvBN(channels=(6, 6))
-
-    def forward(self, x):
-        return self.block2(self.block1(x))
+def two_blocks():
+    # Identical configs, so TorchScript gives both blocks one class.
+    return nn.Sequential(OrderedDict(block1=ConvBN(channels=(6, 6)), block2=ConvBN(channels=(6, 6))))
 
 
 class Functional(nn.Module):
@@ -368,7 +351,46 @@ class Functional(nn.Module):
         return F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
 
 
-CASES = {}
+def simple(factory, kind, shape, note, pairs, tweak=None, dtype=torch.float32, **kw):
+    """Case builder for the small models: build, randomize the norms, then tweak."""
+    model = prep(factory()).to(dtype)
+    if tweak is not None:
+        with torch.no_grad():
+            tweak(model)
+    return Case(model, kind, [torch.randn(*shape).to(dtype)], note, pairs, **kw)
+
+
+def product_model(conv_cls, bn_cls, stride, dilation, groups, bias):
+    conv = conv_cls(4, 6, 3, stride=stride, padding=1, dilation=dilation, groups=groups, bias=bias)
+    return nn.Sequential(conv, bn_cls(6))
+
+
+def functional_case(kind):
+    m = Functional().eval()
+    return Case(m, kind, [torch.randn(2, 4, 8, 8)],
+                f"F.conv2d -> F.batch_norm on the root's own parameters/buffers, {kind}; "
+                "folded_params are keyed by the real names (w, b)", [folded("", "")], norms=1,
+                folded=dict(zip(("w", "b"), fold(m.w, m.b, m.rm, m.rv, m.g, m.beta, 1e-5))))
+
+
+def vision_case(arch, kind, shape, note):
+    import torchvision
+    kwargs = {"num_classes": 10}  # a smaller head: same BNs, fewer megabytes
+    if arch == "resnet18_frozen":
+        ctor, kwargs["norm_layer"] = torchvision.models.resnet18, torchvision.ops.misc.FrozenBatchNorm2d
+    else:
+        ctor = functools.reduce(getattr, arch.split("."), torchvision.models)
+    model = ctor(weights=None, **kwargs)
+    if arch == "vgg11_bn":  # its 120M-parameter classifier has no BN: keep the file small
+        model.classifier = nn.Linear(512 * 7 * 7, 10)
+    return Case(prep(model), kind, [torch.randn(*shape)], f"torchvision {arch}, {kind}{note}")
+
+
+def frozen_bn(channels):
+    from torchvision.ops.misc import FrozenBatchNorm2d  # here: the up-to-date path skips it
+    return FrozenBatchNorm2d(channels)
+
+
 CONV_KINDS = {
     "conv1d": (nn.Conv1d, nn.BatchNorm1d, (8,)),
     "conv2d": (nn.Conv2d, nn.BatchNorm2d, (8, 8)),
@@ -377,151 +399,63 @@ CONV_KINDS = {
     "convtranspose2d": (nn.ConvTranspose2d, nn.BatchNorm2d, (8, 8)),
     "convtranspose3d": (nn.ConvTranspose3d, nn.BatchNorm3d, (5, 5, 5)),
 }
+P = functools.partial
+NCHW = (2, 4, 8, 8)
+CONV_BN = [folded("conv", "bn")]
+SEQ = [folded("0", "1")]
 
 
-def build_product(conv_kind, bias, groups, kind):
-    conv_cls, bn_cls, spatial = CONV_KINDS[conv_kind]
-    # Some strides/dilations other than 1: they change the conv, never the folding.
-    stride = 2 if groups == 2 and bias else 1
-    dilation = 2 if groups == 2 and not bias else 1
-    conv = conv_cls(4, 6, 3, stride=stride, padding=1, dilation=dilation, groups=groups, bias=bias)
-    note = (f"{conv_cls.__name__}(bias={bias}, groups={groups}, stride={stride}, "
-            f"dilation={dilation}) -> {bn_cls.__name__}, {kind}")
-    return Case(prep(nn.Sequential(conv, bn_cls(6))), kind, [randn(2, 4, *spatial)], note,
-                [folded("0", "1")])
+def set_var(index, value):
+    return lambda m: m.bn.running_var.__setitem__(index, value)
 
 
-def build_padding(mode, kind):
-    conv = nn.Conv2d(4, 6, 3, padding=1, padding_mode=mode, bias=False)
-    return Case(prep(nn.Sequential(conv, nn.BatchNorm2d(6))), kind, [randn(2, 4, 8, 8)],
-                f"Conv2d padding_mode={mode!r} (the pad is a separate op before the conv), {kind}",
-                [folded("0", "1")])
-
-
-def build_relu():
-    m = prep(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()))
-    return Case(m, "scripted", [randn(2, 4, 8, 8)], "conv -> BN -> ReLU", [folded("0", "1")])
-
-
-def build_cross(kind):
-    return Case(prep(CrossBoundary()), kind, [randn(2, 4, 8, 8)],
-                f"the conv ends a child's forward, the BN starts a sibling Sequential, {kind}",
-                [folded("a.conv", "seq.0")])
-
-
-def build_linear(kind):
-    m = prep(nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6)))
-    return Case(m, kind, [randn(2, 4, 2, 2)], f"flatten -> Linear -> BatchNorm1d, {kind}",
-                [folded("1", "2")])
-
-
-def build_linear_3d():
-    m = prep(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)))
-    return Case(m, "scripted", [randn(2, 6, 4)],
-                "Linear on [N, L, F] with L == out_features: BatchNorm1d normalizes L, not the "
-                "Linear's channels", [skipped("0", "1", "2-d")])
-
-
-def build_frozen():
-    from torchvision.ops.misc import FrozenBatchNorm2d
-    m = prep(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), FrozenBatchNorm2d(6)))
-    return Case(m, "scripted", [randn(2, 4, 8, 8)],
-                "torchvision FrozenBatchNorm2d (reshape/rsqrt/mul/add in TorchScript, no "
-                "aten::batch_norm) after a conv", [folded("0", "1")])
-
-
-def build_exported():
-    return Case(prep(Exported()), "scripted", [randn(2, 4, 8, 8)],
-                "conv -> BN in forward and in an exported method 'features' (one pair)",
-                [folded("conv", "bn")], extra=["features"])
-
-
-def build_affine_false():
-    return Case(prep(ConvBN(nn.BatchNorm2d(6, affine=False))), "scripted", [randn(2, 4, 8, 8)],
-                "BatchNorm2d(affine=False): gamma = 1, beta = 0", [folded("conv", "bn")])
-
-
-def build_skip(which):
-    cls = {"used_twice": UsedTwice, "called_twice": CalledTwice}.get(which, ConvBN)
-    bn = nn.BatchNorm2d(6, track_running_stats=False) if which == "no_running_stats" else None
-    m = prep(cls(bn))
-    with torch.no_grad():
-        if which == "training":
-            m.bn.train()
-        elif which == "nan_var":
-            m.bn.running_var[1] = float("nan")  # output: NaN in channel 1
-        elif which == "negative_var":
-            m.bn.running_var[0] = -1.0  # var + eps < 0: sqrt gives NaN in channel 0
-    reason, note = SKIPS[which]
-    return Case(m, "scripted", [randn(2, 4, 8, 8)], note, [skipped("conv", "bn", reason)])
-
-
-SKIPS = {
-    "used_twice": ("used 2 times", "the conv output also feeds an add: bn(y) + y"),
-    "called_twice": ("also read", "the conv module is called again without a BN"),
-    "training": ("training mode", "the BN alone is in training mode"),
-    "no_running_stats": ("track_running_stats", "BN with track_running_stats=False uses batch stats"),
-    "nan_var": ("not finite", "running_var[1] is NaN"),
-    "negative_var": ("var + eps", "running_var[0] = -1: var + eps <= 0"),
+# name -> (factory, kind, input shape, note, pairs, extra Case fields)
+SMALL = {
+    "conv_bn_relu": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()),
+                     "scripted", NCHW, "conv -> BN -> ReLU", SEQ, {}),
+    "linear_3d_input": (lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)), "scripted", (2, 6, 4),
+                        "Linear on [N, L, F] with L == out_features: BatchNorm1d normalizes L, not "
+                        "the Linear's channels", [skipped("0", "1", "2-d")], {}),
+    "frozen_bn": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), frozen_bn(6)), "scripted", NCHW,
+                  "torchvision FrozenBatchNorm2d (reshape/rsqrt/mul/sub/add in TorchScript, no "
+                  "aten::batch_norm) after a conv", SEQ, {}),
+    "exported_method": (Exported, "scripted", NCHW, "conv -> BN in forward and in an exported method "
+                        "'features' (one pair)", CONV_BN, {"extra": ["features"]}),
+    "affine_false": (lambda: ConvBN(nn.BatchNorm2d(6, affine=False)), "scripted", NCHW,
+                     "BatchNorm2d(affine=False): gamma = 1, beta = 0", CONV_BN, {}),
+    "debug_branch": (DebugBranch, "scripted", NCHW, "`if self.debug: print(y.sum())` with debug: "
+                     "Final[bool] = False (scripting already drops the dead branch)", CONV_BN, {}),
+    "skip_used_twice": (UsedTwice, "scripted", NCHW, "the conv output also feeds an add: bn(y) + y",
+                        [skipped("conv", "bn", "used 2 times")], {}),
+    "skip_called_twice": (CalledTwice, "scripted", NCHW, "the conv module is called again without a BN",
+                          [skipped("conv", "bn", "also read")], {}),
+    "skip_training": (ConvBN, "scripted", NCHW, "the BN alone is in training mode",
+                      [skipped("conv", "bn", "training mode")], {"tweak": lambda m: m.bn.train()}),
+    "skip_no_running_stats": (lambda: ConvBN(nn.BatchNorm2d(6, track_running_stats=False)), "scripted",
+                              NCHW, "BN with track_running_stats=False (batch stats even in eval)",
+                              [skipped("conv", "bn", "track_running_stats")], {}),
+    "skip_nan_var": (ConvBN, "scripted", NCHW, "running_var[1] is NaN (output: NaN in channel 1)",
+                     [skipped("conv", "bn", "not finite")], {"tweak": set_var(1, float("nan"))}),
+    "skip_negative_var": (ConvBN, "scripted", NCHW, "running_var[0] = -1: var + eps <= 0 (output: NaN "
+                          "in channel 0)", [skipped("conv", "bn", "var + eps")], {"tweak": set_var(0, -1.0)}),
+    "skip_tied": (Tied, "scripted", NCHW, "two convs share one weight Parameter, each followed by its own BN",
+                  [skipped("conv1", "bn1", "tied"), skipped("conv2", "bn2", "tied")],
+                  {"check": lambda m: m.conv1.weight.data_ptr() == m.conv2.weight.data_ptr()}),
+    "skip_shared_class": (two_blocks, "scripted", (2, 6, 8, 8), "two instances of one scripted Block class;"
+                          " block2's BN is in training mode, so block1's shared code cannot change",
+                          [skipped("block1.conv", "block1.bn", "shared"),
+                           skipped("block2.conv", "block2.bn", "training mode")],
+                          {"tweak": lambda m: m.block2.bn.train(),
+                           "check": lambda m: m.block1._c._type() == m.block2._c._type()}),
+    "half_fp16": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)), "scripted", NCHW,
+                  "conv -> BN in float16; folded params rounded once from float64; output is null: "
+                  "CPU PyTorch 1.13 has no float16 conv/batch_norm", SEQ, {"dtype": torch.float16}),
+    "half_bf16": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)), "scripted", NCHW,
+                  "conv -> BN in bfloat16; folded params rounded once from float64 (not via float32)",
+                  SEQ, {"dtype": torch.bfloat16}),
 }
 
-
-def build_tied():
-    def same_storage(loaded):
-        assert loaded.conv1.weight.data_ptr() == loaded.conv2.weight.data_ptr(), "tie lost in save"
-    return Case(prep(Tied()), "scripted", [randn(2, 4, 8, 8)],
-                "two convs share one weight Parameter, each followed by its own BN",
-                [skipped("conv1", "bn1", "tied"), skipped("conv2", "bn2", "tied")], check=same_storage)
-
-
-def build_shared_class():
-    m = prep(TwoBlocks())
-    m.block2.bn.train()
-
-    def one_class(loaded):
-        assert loaded.block1._c._type() == loaded.block2._c._type(), "blocks got two classes"
-    return Case(m, "scripted", [randn(2, 6, 8, 8)],
-                "two instances of one scripted Block class; block2's BN is in training mode, so "
-                "block1's shared code cannot change", [skipped("block1.conv", "block1.bn", "shared"),
-                                                       skipped("block2.conv", "block2.bn", "training mode")],
-                check=one_class)
-
-
-def build_debug():
-    return Case(prep(DebugBranch()), "scripted", [randn(2, 4, 8, 8)],
-                "`if self.debug: print(y.sum())` with debug: Final[bool] = False (TorchScript "
-                "drops the dead branch when scripting)", [folded("conv", "bn")])
-
-
-def build_low_precision(dtype):
-    m = prep(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6))).to(dtype)
-    note = f"conv -> BN in {fio.DTYPE_NAMES[dtype]}; folded params rounded once from float64"
-    if dtype == torch.float16:
-        note += "; output is null: CPU PyTorch 1.13 has no float16 conv/batch_norm"
-    return Case(m, "scripted", [randn(2, 4, 8, 8).to(dtype)], note, [folded("0", "1")])
-
-
-def build_functional(kind):
-    m = Functional().eval()
-    return Case(m, kind, [randn(2, 4, 8, 8)],
-                f"F.conv2d -> F.batch_norm on the root's own parameters/buffers, {kind}; "
-                "folded_params are keyed by the real names (w, b)", [folded("", "")], norms=1,
-                folded=dict(zip(("w", "b"), fold(m.w, m.b, m.rm, m.rv, m.g, m.beta, 1e-5))))
-
-
-def build_vision(arch, kind, shape, note=""):
-    import torchvision
-    ctor = functools.reduce(getattr, arch.split("."), torchvision.models)
-    kwargs = {"num_classes": 10}  # a smaller head: same BNs, fewer megabytes
-    if arch == "resnet18_frozen":
-        ctor, kwargs["norm_layer"] = torchvision.models.resnet18, torchvision.ops.misc.FrozenBatchNorm2d
-    model = ctor(weights=None, **kwargs)
-    if arch == "vgg11_bn":  # the 120M-parameter classifier has no BN; keep the file small
-        model.classifier = nn.Linear(512 * 7 * 7, 10)
-    return Case(prep(model), kind, [randn(*shape)], f"torchvision {arch}, {kind}; {note}".rstrip("; "))
-
-
-DENSENET_NOTE = ("norm1 of every dense layer, the 3 transitions' norm and norm5 follow torch.cat "
+DENSENET_NOTE = ("; norm1 of every dense layer, the 3 transitions' norm and norm5 follow torch.cat "
                  "(pre-activation), so only norm0 and each layer's norm2 fold")
 VISION = {
     "resnet18": ("traced", (1, 3, 64, 64)), "mobilenet_v3_small": ("scripted", (1, 3, 64, 64)),
@@ -532,33 +466,36 @@ VISION = {
 }
 
 
-def register_cases():
-    both = ("scripted", "traced")
-    for conv_kind in CONV_KINDS:
-        for bias in (True, False):
-            for groups in (1, 2):
-                for kind in both:
-                    name = f"{conv_kind}_{'bias' if bias else 'nobias'}_g{groups}_{kind}"
-                    CASES[name] = functools.partial(build_product, conv_kind, bias, groups, kind)
-    for mode in ("reflect", "replicate", "circular"):
-        for kind in both:
-            CASES[f"padding_{mode}_{kind}"] = functools.partial(build_padding, mode, kind)
-    for kind in both:
-        CASES[f"cross_boundary_{kind}"] = functools.partial(build_cross, kind)
-        CASES[f"linear_bn1d_{kind}"] = functools.partial(build_linear, kind)
-        CASES[f"functional_{kind}"] = functools.partial(build_functional, kind)
-    CASES.update(conv_bn_relu=build_relu, linear_3d_input=build_linear_3d, frozen_bn=build_frozen,
-                 exported_method=build_exported, affine_false=build_affine_false,
-                 skip_tied=build_tied, skip_shared_class=build_shared_class,
-                 debug_branch=build_debug)
-    for which in SKIPS:
-        CASES[f"skip_{which}"] = functools.partial(build_skip, which)
-    CASES["half_fp16"] = functools.partial(build_low_precision, torch.float16)
-    CASES["half_bf16"] = functools.partial(build_low_precision, torch.bfloat16)
+def all_cases():
+    """name -> builder, in manifest order."""
+    cases = {}
+    for conv_kind, (conv_cls, bn_cls, spatial) in CONV_KINDS.items():
+        for bias, groups, kind in itertools.product((True, False), (1, 2), ("scripted", "traced")):
+            # Some strides/dilations other than 1: they change the conv, never the folding.
+            stride, dilation = (2, 1) if groups == 2 and bias else (1, 2) if groups == 2 else (1, 1)
+            note = (f"{conv_cls.__name__}(bias={bias}, groups={groups}, stride={stride}, "
+                    f"dilation={dilation}) -> {bn_cls.__name__}, {kind}")
+            factory = P(product_model, conv_cls, bn_cls, stride, dilation, groups, bias)
+            name = f"{conv_kind}_{'bias' if bias else 'nobias'}_g{groups}_{kind}"
+            cases[name] = P(simple, factory, kind, (2, 4, *spatial), note, SEQ)
+    for mode, kind in itertools.product(("reflect", "replicate", "circular"), ("scripted", "traced")):
+        factory = P(product_model, P(nn.Conv2d, padding_mode=mode), nn.BatchNorm2d, 1, 1, 1, False)
+        cases[f"padding_{mode}_{kind}"] = P(simple, factory, kind, NCHW, f"Conv2d padding_mode="
+                                            f"{mode!r} (a pad op before the conv), {kind}", SEQ)
+    for kind in ("scripted", "traced"):
+        cases[f"cross_boundary_{kind}"] = P(simple, CrossBoundary, kind, NCHW, "the conv ends a child's "
+                                            f"forward, the BN starts a sibling Sequential, {kind}",
+                                            [folded("a.conv", "seq.0")])
+        factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6))  # noqa: E731
+        cases[f"linear_bn1d_{kind}"] = P(simple, factory, kind, (2, 4, 2, 2),
+                                         f"flatten -> Linear -> BatchNorm1d, {kind}", [folded("1", "2")])
+        cases[f"functional_{kind}"] = P(functional_case, kind)
+    for name, (factory, kind, shape, note, pairs, extra) in SMALL.items():
+        cases[name] = P(simple, factory, kind, shape, note, pairs, **extra)
     for arch, (kind, shape) in VISION.items():
         note = DENSENET_NOTE if arch == "densenet121" else ""
-        name = f"tv_{arch.split('.')[-1]}_{kind}"
-        CASES[name] = functools.partial(build_vision, arch, kind, shape, note)
+        cases[f"tv_{arch.split('.')[-1]}_{kind}"] = P(vision_case, arch, kind, shape, note)
+    return cases
 
 
 # ---------------------------------------------------------------- writing
@@ -575,7 +512,7 @@ def make_expect(name, case, norms, links):
 
 
 def make_case(outdir, name, builder, written):
-    torch.manual_seed(seed_of(name))
+    torch.manual_seed(zlib.crc32(name.encode()))
     start = time.perf_counter()
     case = builder()
     dtype = next(case.model.parameters()).dtype
@@ -583,7 +520,10 @@ def make_case(outdir, name, builder, written):
     model64 = copy.deepcopy(case.model).double()
     inputs64 = [x.double() for x in case.inputs]
     output64, norms, links = eager_links(model64, inputs64)
-    module = jit(case.model, case.kind, case.inputs)
+    if case.kind == "scripted":
+        module = torch.jit.script(case.model)
+    else:
+        module = torch.jit.trace(case.model, tuple(case.inputs))
     if case.pairs is None and time.perf_counter() - start > VISION_TIME_LIMIT_S:
         print(f"left out {name}: {time.perf_counter() - start:.1f}s to build")
         return None
@@ -591,8 +531,8 @@ def make_case(outdir, name, builder, written):
     torch.jit.save(module, path)
     written.append(f"{name}.pt")
     loaded = torch.jit.load(path)  # outputs come from the file, as the tests will see it
-    if case.check:
-        case.check(loaded)
+    if case.check is not None and not case.check(loaded):
+        raise AssertionError(f"{name}: the saved module fails its check")
     expect = make_expect(name, case, norms, links)
     params = case.folded if case.folded is not None else fold_pairs(case.model, case.pairs or [])
     if case.norms is None and any(p[2] == "folded" for p in case.pairs or []):
@@ -606,7 +546,7 @@ def make_case(outdir, name, builder, written):
                  "output64": enc(output64), "expect": expect,
                  "folded_params": {k: enc(v) for k, v in params.items()}}
         if case.pairs is None:
-            entry["note"] += f"; {norms} BN applications, {len(links)} directly after a conv"
+            entry["note"] += f" ({norms} BN applications, {len(links)} directly after a conv)"
         if case.extra:
             entry["extra_cases"] = [
                 {"method": m, "inputs": enc(case.inputs), "output": enc(getattr(loaded, m)(*case.inputs)),
@@ -615,35 +555,25 @@ def make_case(outdir, name, builder, written):
     return entry, time.perf_counter() - start
 
 
-def recorded_files(tree):
-    """Every "file" named anywhere in an (old) manifest."""
-    if isinstance(tree, list):
-        return {f for v in tree for f in recorded_files(v)}
-    if not isinstance(tree, dict):
-        return set()
-    found = {tree["file"]} if isinstance(tree.get("file"), str) else set()
-    return found.union(*(recorded_files(v) for v in tree.values()))
+def remove_stale(outdir, written):
+    """Drop .pt/.bin files an older version made that this one no longer does."""
+    for name in set(os.listdir(outdir)) - set(written):
+        if name.endswith((".pt", ".bin")):
+            os.remove(os.path.join(outdir, name))
 
 
-def make_all(outdir, version, old_manifest):
+def make_all(outdir, version):
     # Remove the old manifest first: until the new one lands, the directory reads as "not made".
     manifest_path = os.path.join(outdir, "manifest.json")
     if os.path.exists(manifest_path):
         os.remove(manifest_path)
     written, cases = [], {}
-    for name, builder in CASES.items():
+    for name, builder in all_cases().items():
         made = make_case(outdir, name, builder, written)
         if made is not None:
             cases[name], seconds = made
-            expect = cases[name]["expect"]
-            counts = (f"{expect['foldable']} foldable" if expect["pairs"] is None else
-                      " ".join(f"{p['status']}" + (f"({p['reason']})" if p["reason"] else "")
-                               for p in expect["pairs"]))
-            print(f"made {name}: {expect['norms']} norms, {counts} ({seconds:.2f}s)", flush=True)
-    # Only files an older manifest recorded are removed: nothing else here is ours to delete.
-    for stale in recorded_files(old_manifest or {}) - set(written):
-        if os.path.exists(os.path.join(outdir, stale)):
-            os.remove(os.path.join(outdir, stale))
+            print(f"made {name} ({seconds:.2f}s)", flush=True)
+    remove_stale(outdir, written)
     fio.write_json_atomic(manifest_path, {"version": version, "torch": torch.__version__,
                                           "torchvision": torchvision_version(), "cases": cases})
 
@@ -652,8 +582,7 @@ def main(argv):
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outdir = argv[1] if len(argv) > 1 else os.path.join(repo_root, "test", "fixtures", "fuse")
     version = source_version()
-    old = read_manifest(outdir)
-    if old is not None and old.get("version") == version:
+    if (read_manifest(outdir) or {}).get("version") == version:
         print("fuse fixtures up to date")
         return 0
     start = time.perf_counter()
@@ -661,8 +590,7 @@ def main(argv):
     torch.set_num_threads(1)  # fewer threads, fewer reduction-order differences
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     check_rounding()
-    register_cases()
-    make_all(outdir, version, old)
+    make_all(outdir, version)
     print(f"wrote {os.path.join(outdir, 'manifest.json')} ({time.perf_counter() - start:.1f}s)")
     return 0
 

@@ -86,6 +86,8 @@ describe('load errors', () => {
     expect(() => load('m.pt', { device: 'gpu' })).toThrow(RangeError);
     expect(() => load('m.pt', { device: 'cuda:x' })).toThrow(RangeError);
     expect(() => load('m.pt', { devise: 'cpu' } as never)).toThrow(/devise/);
+    expect(() => load('m.pt', { device: 'cuda:64' })).toThrow(RangeError); // would wrap libtorch's 8-bit index
+    expect(() => load('m.pt\0.json')).toThrow(/NUL/);
     try {
       load('m.pt', { device: 'gpu' });
     } catch (e) {

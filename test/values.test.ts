@@ -34,6 +34,17 @@ describe('value mapping', () => {
     expect(Array.from((out[0] as Tensor).toTypedArray() as Float32Array)).toEqual([2, 4, 6, 8]);
   });
 
+  it('a dict key named __proto__ stays a key, both ways', async () => {
+    const mod = await ivalues();
+    const t = Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    const d = Object.fromEntries([['__proto__', t], ['b', t]]);
+    const out = (await mod.forward(t, 2, 7, true, 's', null, [t], [3, 0.25], d)) as unknown[];
+    const doubled = out[9] as Record<string, Tensor>;
+    expect(Object.keys(doubled).sort()).toEqual(['__proto__', 'b']);
+    expect(Object.getPrototypeOf(doubled)).toBe(Object.prototype);
+    expect(Array.from(doubled['__proto__'].toTypedArray() as Float32Array)).toEqual([2, 4, 6, 8]);
+  });
+
   it('Dict[int, str] comes back as a Map, big ints as BigInt, None as null', async () => {
     const mod = await ivalues();
     const d = (await mod.run('int_keys', 3)) as Map<number, string>;

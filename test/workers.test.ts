@@ -52,3 +52,28 @@ describe('worker_threads', () => {
     expect((await runInWorker(data)).error).toBeUndefined();
   });
 });
+
+describe('worker_threads teardown', () => {
+  it('terminating a worker while its forwards and saves are in flight leaves the process alive', async () => {
+    const f = model('resnet18_scripted');
+    const script = `
+      const { parentPort, workerData } = require('worker_threads');
+      const tf = require(workerData.dist);
+      (async () => {
+        const m = await tf.load(workerData.model);
+        const x = tf.Tensor.from(new Float32Array(3 * 64 * 64), [1, 3, 64, 64]);
+        for (let i = 0; i < 3; i++) m.forward(x).catch(() => {});
+        m.save(workerData.out).catch(() => {});
+        parentPort.postMessage('started');
+      })();`;
+    for (let round = 0; round < 3; round++) {
+      const w = new Worker(script, { eval: true, workerData: {
+        dist: path.join(ROOT, 'dist', 'index.js'), model: f.path, out: path.join(ROOT, '.tmp', `terminate-${process.pid}.pt`) } });
+      await new Promise((resolve) => w.once('message', resolve));
+      await w.terminate();
+    }
+    // Still here, and the addon still works in this process.
+    const tf = await import('../lib');
+    expect((await tf.load(f.path)).methods).toContain('forward');
+  });
+});

@@ -37,7 +37,7 @@ core::Value to_core_value(Napi::Env env, const Napi::Value& v, int depth) {
     }
     core::Value out;
     out.kind = core::Value::Kind::Dict;
-    Napi::Array keys = o.GetPropertyNames();
+    Napi::Array keys = o.GetPropertyNames();  // own enumerable string keys, "__proto__" included
     for (uint32_t i = 0; i < keys.Length(); ++i) {
       Napi::Value key = keys.Get(i);
       out.entries.emplace_back(core::Value::of_string(key.ToString().Utf8Value()),
@@ -69,7 +69,10 @@ Napi::Value dict_to_js(Napi::Env env, const core::Value& v) {
   for (const auto& e : v.entries) string_keys = string_keys && e.first.kind == core::Value::Kind::String;
   if (string_keys) {
     Napi::Object o = Napi::Object::New(env);
-    for (const auto& [key, value] : v.entries) o.Set(key.text, to_js_value(env, value));
+    // Defined, not assigned: a key named "__proto__" must stay a key.
+    for (const auto& [key, value] : v.entries) {
+      o.DefineProperty(Napi::PropertyDescriptor::Value(key.text, to_js_value(env, value), napi_default_jsproperty));
+    }
     return o;
   }
   // Dicts with int (or other) keys keep their key types in a Map.

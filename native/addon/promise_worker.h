@@ -45,22 +45,30 @@ class PromiseWorker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (done_) done_();
-    if (error_) {
-      deferred_.Reject(make_error(env, *error_).Value());
-      return;
-    }
+    // While a worker_thread is being terminated, settling can itself fail;
+    // nothing is left to tell then, and throwing from here would abort.
     try {
-      deferred_.Resolve(finish_(env, *result_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      if (error_) {
+        deferred_.Reject(make_error(env, *error_).Value());
+        return;
+      }
+      try {
+        deferred_.Resolve(finish_(env, *result_));
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      } catch (...) {
+        deferred_.Reject(make_error(env, core::describe_current_exception()).Value());
+      }
     } catch (...) {
-      deferred_.Reject(make_error(env, core::describe_current_exception()).Value());
     }
   }
 
   void OnError(const Napi::Error& e) override {
     if (done_) done_();
-    deferred_.Reject(e.Value());
+    try {
+      deferred_.Reject(e.Value());
+    } catch (...) {
+    }
   }
 
  private:

@@ -148,7 +148,7 @@ Error unknown_operator_error(const std::string& path, const std::string& message
   return Error(ErrorCode::Unsupported,
                path + " calls the operator " + op + ", which no loaded library registers. Load the "
                "library that defines the '" + ns + "' operators first with loadLibrary(path) "
-               "(for torchvision: its _C.so, or libtorchvision.so). libtorch said: " + trim(message));
+               "(for torchvision: one of its _C.so or libtorchvision.so, never both). libtorch said: " + trim(message));
 }
 
 }  // namespace

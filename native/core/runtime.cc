@@ -7,6 +7,7 @@
 #include <atomic>
 #include <dlfcn.h>
 #include <mutex>
+#include <set>
 #include <sys/stat.h>
 
 #include "error.h"
@@ -64,9 +65,14 @@ void load_library(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw Error(ErrorCode::FileNotFound, "No such file: " + path);
   if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::NotAFile, path + " is not a regular file");
-  static std::mutex mutex;  // dlerror() is not thread-safe
+  // A second copy of a library registers its operators again, which libtorch
+  // treats as fatal inside dlopen: load each file (by device and inode) once.
+  static std::mutex mutex;  // also: dlerror() is not thread-safe
+  static std::set<std::pair<dev_t, ino_t>> loaded;
   std::lock_guard<std::mutex> lock(mutex);
+  if (!loaded.insert({st.st_dev, st.st_ino}).second) return;
   if (::dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    loaded.erase({st.st_dev, st.st_ino});
     const char* why = ::dlerror();
     throw Error(ErrorCode::Torch, "Cannot load operator library " + path + ": " + (why ? why : "unknown error"));
   }

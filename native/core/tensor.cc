@@ -60,7 +60,10 @@ c10::Device parse_device(const std::string& name) {
                 "Expected 'cpu', 'cuda' or 'cuda:N' for device but received '" + name + "'");
   }
   if (m[1] == "cpu") return c10::Device(c10::DeviceType::CPU);
-  int index = m[3].matched ? std::stoi(m[3].str()) : 0;
+  const int index = m[3].matched ? std::stoi(m[3].str()) : 0;
+  if (index > 63) {  // c10::DeviceIndex is 8 bits: larger numbers would wrap to another GPU
+    throw Error(ErrorCode::DeviceUnavailable, "Device " + name + " is not available: CUDA device indices go up to 63");
+  }
   c10::Device device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
   require_available(device);
   return device;
