@@ -1,8 +1,10 @@
 /** The report a fuse (or an inspect) returns: plain JSON. */
 
 export interface PairReport {
-  /** The root method the pair was found in ('forward' or an exported method). */
+  /** The first root method the pair was found in ('forward' or an exported method). */
   method: string;
+  /** Every root method that runs it (a pair in _forward_impl also runs under forward). */
+  methods: string[];
   /** Module path of the convolution/linear whose weight absorbs the norm ('' for the root). */
   conv: string;
   /** Module path of the normalization (for a functional batch_norm: the owner of its statistics). */

@@ -17,5 +17,7 @@ if (probe.status !== 0) {
     'or point TORCHFOLD_PYTHON at a python that has them.');
   process.exit(1);
 }
-const r = spawnSync(python, [path.join(root, 'scripts', 'make_fixtures.py'), out], { stdio: 'inherit' });
-process.exit(r.status === null ? 1 : r.status);
+for (const [script, dir] of [['make_fixtures.py', out], ['make_fuse_fixtures.py', path.join(out, 'fuse')]]) {
+  const r = spawnSync(python, [path.join(root, 'scripts', script), dir], { stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status === null ? 1 : r.status);
+}

@@ -84,7 +84,8 @@ def read_manifest(outdir):
 
 def is_norm(m):
     # FrozenBatchNorm2d by name: importing torchvision here would slow every run.
-    return isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "FrozenBatchNorm2d"
+    return (isinstance(m, nn.modules.batchnorm._BatchNorm)
+            or type(m).__name__ == "FrozenBatchNorm2d")
 
 
 def randomize_norms(model):
@@ -249,7 +250,7 @@ class Case:
     norms: Optional[int] = None   # given only where hooks cannot see the BN (functional)
     folded: Optional[dict] = None  # given only where pairs are not module paths
     extra: List[str] = field(default_factory=list)  # exported methods, run on the same inputs
-    check: Optional[Callable] = None  # assertion on the reloaded module
+    check: Optional[Callable] = None  # must return True for the reloaded module
 
 
 def folded(conv, norm):
@@ -258,6 +259,10 @@ def folded(conv, norm):
 
 def skipped(conv, norm, reason):
     return (conv, norm, "skipped", reason)
+
+
+def conv46():
+    return nn.Conv2d(4, 6, 3, padding=1)
 
 
 class ConvBN(nn.Module):
@@ -304,7 +309,7 @@ class DebugBranch(ConvBN):
 class Inner(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+        self.conv = conv46()
 
     def forward(self, x):
         return self.conv(torch.relu(x))
@@ -323,17 +328,12 @@ class CrossBoundary(nn.Module):
 class Tied(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        self.conv1, self.conv2 = conv46(), conv46()
         self.conv2.weight = self.conv1.weight
         self.bn1, self.bn2 = nn.BatchNorm2d(6), nn.BatchNorm2d(6)
 
     def forward(self, x):
         return self.bn1(self.conv1(x)) + self.bn2(self.conv2(x))
-
-
-def two_blocks():
-    # Identical configs, so TorchScript gives both blocks one class.
-    return nn.Sequential(OrderedDict(block1=ConvBN(channels=(6, 6)), block2=ConvBN(channels=(6, 6))))
 
 
 class Functional(nn.Module):
@@ -351,39 +351,10 @@ class Functional(nn.Module):
         return F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
 
 
-def simple(factory, kind, shape, note, pairs, tweak=None, dtype=torch.float32, **kw):
-    """Case builder for the small models: build, randomize the norms, then tweak."""
-    model = prep(factory()).to(dtype)
-    if tweak is not None:
-        with torch.no_grad():
-            tweak(model)
-    return Case(model, kind, [torch.randn(*shape).to(dtype)], note, pairs, **kw)
-
-
-def product_model(conv_cls, bn_cls, stride, dilation, groups, bias):
-    conv = conv_cls(4, 6, 3, stride=stride, padding=1, dilation=dilation, groups=groups, bias=bias)
-    return nn.Sequential(conv, bn_cls(6))
-
-
-def functional_case(kind):
-    m = Functional().eval()
-    return Case(m, kind, [torch.randn(2, 4, 8, 8)],
-                f"F.conv2d -> F.batch_norm on the root's own parameters/buffers, {kind}; "
-                "folded_params are keyed by the real names (w, b)", [folded("", "")], norms=1,
-                folded=dict(zip(("w", "b"), fold(m.w, m.b, m.rm, m.rv, m.g, m.beta, 1e-5))))
-
-
-def vision_case(arch, kind, shape, note):
-    import torchvision
-    kwargs = {"num_classes": 10}  # a smaller head: same BNs, fewer megabytes
-    if arch == "resnet18_frozen":
-        ctor, kwargs["norm_layer"] = torchvision.models.resnet18, torchvision.ops.misc.FrozenBatchNorm2d
-    else:
-        ctor = functools.reduce(getattr, arch.split("."), torchvision.models)
-    model = ctor(weights=None, **kwargs)
-    if arch == "vgg11_bn":  # its 120M-parameter classifier has no BN: keep the file small
-        model.classifier = nn.Linear(512 * 7 * 7, 10)
-    return Case(prep(model), kind, [torch.randn(*shape)], f"torchvision {arch}, {kind}{note}")
+def two_blocks():
+    # Identical configs, so TorchScript gives both blocks one class.
+    return nn.Sequential(OrderedDict(block1=ConvBN(channels=(6, 6)),
+                                     block2=ConvBN(channels=(6, 6))))
 
 
 def frozen_bn(channels):
@@ -391,6 +362,41 @@ def frozen_bn(channels):
     return FrozenBatchNorm2d(channels)
 
 
+def simple(factory, kind, shape, note, pairs, tweak=None, dtype=torch.float32, **kw):
+    """Builder for the small cases: build, randomize the norms, then tweak."""
+    model = prep(factory()).to(dtype)
+    if tweak is not None:
+        with torch.no_grad():
+            tweak(model)
+    return Case(model, kind, [torch.randn(*shape).to(dtype)], note, pairs, **kw)
+
+
+def functional_case(kind):
+    m = Functional().eval()
+    params = fold(m.w, m.b, m.rm, m.rv, m.g, m.beta, 1e-5)
+    return Case(m, kind, [torch.randn(2, 4, 8, 8)],
+                f"F.conv2d -> F.batch_norm on the root's own parameters/buffers, {kind}; "
+                "folded_params use the real names (w, b)", [folded("", "")], norms=1,
+                folded=dict(zip(("w", "b"), params)))
+
+
+def vision_case(arch, kind, shape, note):
+    import torchvision
+    kwargs = {"num_classes": 10}  # a smaller head: same BNs, fewer megabytes
+    if arch == "resnet18_frozen":
+        ctor = torchvision.models.resnet18
+        kwargs["norm_layer"] = torchvision.ops.misc.FrozenBatchNorm2d
+    else:
+        ctor = functools.reduce(getattr, arch.split("."), torchvision.models)
+    model = ctor(weights=None, **kwargs)
+    if arch == "vgg11_bn":  # its 120M-parameter classifier has no BN: keep the file small
+        model.classifier = nn.Linear(512 * 7 * 7, 10)
+    return Case(prep(model), kind, [torch.randn(*shape)], f"torchvision {note}, {kind}")
+
+
+P = functools.partial
+NCHW = (2, 4, 8, 8)
+SEQ, CONV_BN = [folded("0", "1")], [folded("conv", "bn")]
 CONV_KINDS = {
     "conv1d": (nn.Conv1d, nn.BatchNorm1d, (8,)),
     "conv2d": (nn.Conv2d, nn.BatchNorm2d, (8, 8)),
@@ -399,101 +405,119 @@ CONV_KINDS = {
     "convtranspose2d": (nn.ConvTranspose2d, nn.BatchNorm2d, (8, 8)),
     "convtranspose3d": (nn.ConvTranspose3d, nn.BatchNorm3d, (5, 5, 5)),
 }
-P = functools.partial
-NCHW = (2, 4, 8, 8)
-CONV_BN = [folded("conv", "bn")]
-SEQ = [folded("0", "1")]
-
-
-def set_var(index, value):
-    return lambda m: m.bn.running_var.__setitem__(index, value)
-
-
-# name -> (factory, kind, input shape, note, pairs, extra Case fields)
-SMALL = {
-    "conv_bn_relu": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()),
-                     "scripted", NCHW, "conv -> BN -> ReLU", SEQ, {}),
-    "linear_3d_input": (lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)), "scripted", (2, 6, 4),
-                        "Linear on [N, L, F] with L == out_features: BatchNorm1d normalizes L, not "
-                        "the Linear's channels", [skipped("0", "1", "2-d")], {}),
-    "frozen_bn": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), frozen_bn(6)), "scripted", NCHW,
-                  "torchvision FrozenBatchNorm2d (reshape/rsqrt/mul/sub/add in TorchScript, no "
-                  "aten::batch_norm) after a conv", SEQ, {}),
-    "exported_method": (Exported, "scripted", NCHW, "conv -> BN in forward and in an exported method "
-                        "'features' (one pair)", CONV_BN, {"extra": ["features"]}),
-    "affine_false": (lambda: ConvBN(nn.BatchNorm2d(6, affine=False)), "scripted", NCHW,
-                     "BatchNorm2d(affine=False): gamma = 1, beta = 0", CONV_BN, {}),
-    "debug_branch": (DebugBranch, "scripted", NCHW, "`if self.debug: print(y.sum())` with debug: "
-                     "Final[bool] = False (scripting already drops the dead branch)", CONV_BN, {}),
-    "skip_used_twice": (UsedTwice, "scripted", NCHW, "the conv output also feeds an add: bn(y) + y",
-                        [skipped("conv", "bn", "used 2 times")], {}),
-    "skip_called_twice": (CalledTwice, "scripted", NCHW, "the conv module is called again without a BN",
-                          [skipped("conv", "bn", "also read")], {}),
-    "skip_training": (ConvBN, "scripted", NCHW, "the BN alone is in training mode",
-                      [skipped("conv", "bn", "training mode")], {"tweak": lambda m: m.bn.train()}),
-    "skip_no_running_stats": (lambda: ConvBN(nn.BatchNorm2d(6, track_running_stats=False)), "scripted",
-                              NCHW, "BN with track_running_stats=False (batch stats even in eval)",
-                              [skipped("conv", "bn", "track_running_stats")], {}),
-    "skip_nan_var": (ConvBN, "scripted", NCHW, "running_var[1] is NaN (output: NaN in channel 1)",
-                     [skipped("conv", "bn", "not finite")], {"tweak": set_var(1, float("nan"))}),
-    "skip_negative_var": (ConvBN, "scripted", NCHW, "running_var[0] = -1: var + eps <= 0 (output: NaN "
-                          "in channel 0)", [skipped("conv", "bn", "var + eps")], {"tweak": set_var(0, -1.0)}),
-    "skip_tied": (Tied, "scripted", NCHW, "two convs share one weight Parameter, each followed by its own BN",
-                  [skipped("conv1", "bn1", "tied"), skipped("conv2", "bn2", "tied")],
-                  {"check": lambda m: m.conv1.weight.data_ptr() == m.conv2.weight.data_ptr()}),
-    "skip_shared_class": (two_blocks, "scripted", (2, 6, 8, 8), "two instances of one scripted Block class;"
-                          " block2's BN is in training mode, so block1's shared code cannot change",
-                          [skipped("block1.conv", "block1.bn", "shared"),
-                           skipped("block2.conv", "block2.bn", "training mode")],
-                          {"tweak": lambda m: m.block2.bn.train(),
-                           "check": lambda m: m.block1._c._type() == m.block2._c._type()}),
-    "half_fp16": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)), "scripted", NCHW,
-                  "conv -> BN in float16; folded params rounded once from float64; output is null: "
-                  "CPU PyTorch 1.13 has no float16 conv/batch_norm", SEQ, {"dtype": torch.float16}),
-    "half_bf16": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)), "scripted", NCHW,
-                  "conv -> BN in bfloat16; folded params rounded once from float64 (not via float32)",
-                  SEQ, {"dtype": torch.bfloat16}),
-}
-
-DENSENET_NOTE = ("; norm1 of every dense layer, the 3 transitions' norm and norm5 follow torch.cat "
-                 "(pre-activation), so only norm0 and each layer's norm2 fold")
+# arch -> (kind, input shape, note)
 VISION = {
-    "resnet18": ("traced", (1, 3, 64, 64)), "mobilenet_v3_small": ("scripted", (1, 3, 64, 64)),
-    "efficientnet_b0": ("traced", (1, 3, 64, 64)), "densenet121": ("traced", (1, 3, 64, 64)),
-    "vgg11_bn": ("traced", (1, 3, 32, 32)), "shufflenet_v2_x0_5": ("scripted", (1, 3, 64, 64)),
-    "regnet_y_400mf": ("traced", (1, 3, 64, 64)), "video.r3d_18": ("traced", (1, 3, 4, 32, 32)),
-    "resnet18_frozen": ("scripted", (1, 3, 64, 64)),
+    "resnet18": ("traced", (1, 3, 64, 64), "resnet18"),
+    "mobilenet_v3_small": ("scripted", (1, 3, 64, 64), "mobilenet_v3_small"),
+    "efficientnet_b0": ("traced", (1, 3, 64, 64), "efficientnet_b0"),
+    "densenet121": ("traced", (1, 3, 64, 64),
+                    "densenet121: norm1 of every dense layer, the 3 transitions' norm and norm5 "
+                    "follow torch.cat (pre-activation): only norm0 and each layer's norm2 fold"),
+    "vgg11_bn": ("traced", (1, 3, 32, 32), "vgg11_bn with a 1-layer classifier"),
+    "shufflenet_v2_x0_5": ("scripted", (1, 3, 64, 64), "shufflenet_v2_x0_5"),
+    "regnet_y_400mf": ("traced", (1, 3, 64, 64), "regnet_y_400mf"),
+    "video.r3d_18": ("traced", (1, 3, 4, 32, 32), "video.r3d_18"),
+    "resnet18_frozen": ("scripted", (1, 3, 64, 64),
+                        "resnet18(norm_layer=FrozenBatchNorm2d), as detection backbones use"),
 }
+
+
+def product_cases(cases):
+    for conv_kind, (conv_cls, bn_cls, spatial) in CONV_KINDS.items():
+        for bias, groups, kind in itertools.product((True, False), (1, 2), ("scripted", "traced")):
+            # Some strides/dilations other than 1: they change the conv, never the folding.
+            stride = 2 if groups == 2 and bias else 1
+            dilation = 2 if groups == 2 and not bias else 1
+            conv = P(conv_cls, 4, 6, 3, stride=stride, padding=1, dilation=dilation,
+                     groups=groups, bias=bias)
+            note = (f"{conv_cls.__name__}(bias={bias}, groups={groups}, stride={stride}, "
+                    f"dilation={dilation}) -> {bn_cls.__name__}, {kind}")
+            name = f"{conv_kind}_{'bias' if bias else 'nobias'}_g{groups}_{kind}"
+            cases[name] = P(simple, lambda c=conv, b=bn_cls: nn.Sequential(c(), b(6)),
+                            kind, (2, 4, *spatial), note, SEQ)
+    for mode, kind in itertools.product(("reflect", "replicate", "circular"),
+                                        ("scripted", "traced")):
+        conv = P(nn.Conv2d, 4, 6, 3, padding=1, padding_mode=mode, bias=False)
+        cases[f"padding_{mode}_{kind}"] = P(
+            simple, lambda c=conv: nn.Sequential(c(), nn.BatchNorm2d(6)), kind, NCHW,
+            f"Conv2d padding_mode={mode!r} (a pad op before the conv), {kind}", SEQ)
+
+
+def structure_cases(cases):
+    for kind in ("scripted", "traced"):
+        cases[f"cross_boundary_{kind}"] = P(
+            simple, CrossBoundary, kind, NCHW,
+            f"the conv ends a child's forward, the BN starts a sibling Sequential, {kind}",
+            [folded("a.conv", "seq.0")])
+        cases[f"linear_bn1d_{kind}"] = P(
+            simple, lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6)),
+            kind, (2, 4, 2, 2), f"flatten -> Linear -> BatchNorm1d, {kind}", [folded("1", "2")])
+        cases[f"functional_{kind}"] = P(functional_case, kind)
+
+    def add(name, factory, note, pairs, shape=NCHW, **kw):  # the rest are scripted
+        cases[name] = P(simple, factory, "scripted", shape, note, pairs, **kw)
+
+    add("conv_bn_relu", lambda: nn.Sequential(conv46(), nn.BatchNorm2d(6), nn.ReLU()),
+        "conv -> BN -> ReLU", SEQ)
+    add("linear_3d_input", lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)),
+        "Linear on [N, L, F] with L == out_features: BatchNorm1d normalizes L, not the "
+        "Linear's channels", [skipped("0", "1", "2-d")], shape=(2, 6, 4))
+    add("frozen_bn", lambda: nn.Sequential(conv46(), frozen_bn(6)),
+        "torchvision FrozenBatchNorm2d (reshape/rsqrt/mul/sub/add in TorchScript, no "
+        "aten::batch_norm) after a conv", SEQ)
+    add("exported_method", Exported,
+        "conv -> BN in forward and in an exported method 'features' (one pair)", CONV_BN,
+        extra=["features"])
+    add("affine_false", lambda: ConvBN(nn.BatchNorm2d(6, affine=False)),
+        "BatchNorm2d(affine=False): gamma = 1, beta = 0", CONV_BN)
+    add("debug_branch", DebugBranch, "`if self.debug: print(y.sum())` with debug: Final[bool]"
+        " = False (scripting already drops the dead branch)", CONV_BN)
+    for dtype in (torch.float16, torch.bfloat16):
+        name = fio.DTYPE_NAMES[dtype]
+        add(f"half_{name}", lambda: nn.Sequential(conv46(), nn.BatchNorm2d(6)),
+            f"conv -> BN in {name}; folded params rounded once from float64" + (
+                "; output is null: CPU PyTorch 1.13 has no float16 conv/batch_norm"
+                if dtype == torch.float16 else " (not through float32)"), SEQ, dtype=dtype)
+
+
+def skip_cases(cases):
+    def add(name, factory, note, reason, **kw):
+        cases[f"skip_{name}"] = P(simple, factory, "scripted", NCHW, note,
+                                  [skipped("conv", "bn", reason)], **kw)
+
+    def set_var(index, value):
+        return lambda m: m.bn.running_var.__setitem__(index, value)
+
+    add("used_twice", UsedTwice, "the conv output also feeds an add: bn(y) + y", "used 2 times")
+    add("called_twice", CalledTwice, "the conv module is called again without a BN", "also read")
+    add("training", ConvBN, "the BN alone is in training mode", "training mode",
+        tweak=lambda m: m.bn.train())
+    add("no_running_stats", lambda: ConvBN(nn.BatchNorm2d(6, track_running_stats=False)),
+        "BN with track_running_stats=False (batch stats even in eval)", "track_running_stats")
+    add("nan_var", ConvBN, "running_var[1] is NaN (output: NaN in channel 1)", "not finite",
+        tweak=set_var(1, float("nan")))
+    add("negative_var", ConvBN, "running_var[0] = -1: var + eps <= 0 (output: NaN in channel 0)",
+        "var + eps", tweak=set_var(0, -1.0))
+    cases["skip_tied"] = P(
+        simple, Tied, "scripted", NCHW, "two convs share one weight Parameter, each with a BN",
+        [skipped("conv1", "bn1", "tied"), skipped("conv2", "bn2", "tied")],
+        check=lambda m: m.conv1.weight.data_ptr() == m.conv2.weight.data_ptr())
+    cases["skip_shared_class"] = P(
+        simple, two_blocks, "scripted", (2, 6, 8, 8), "two instances of one scripted class; "
+        "block2's BN is in training mode, so block1's shared code cannot change",
+        [skipped("block1.conv", "block1.bn", "shared"),
+         skipped("block2.conv", "block2.bn", "training mode")],
+        tweak=lambda m: m.block2.bn.train(),
+        check=lambda m: m.block1._c._type() == m.block2._c._type())
 
 
 def all_cases():
     """name -> builder, in manifest order."""
     cases = {}
-    for conv_kind, (conv_cls, bn_cls, spatial) in CONV_KINDS.items():
-        for bias, groups, kind in itertools.product((True, False), (1, 2), ("scripted", "traced")):
-            # Some strides/dilations other than 1: they change the conv, never the folding.
-            stride, dilation = (2, 1) if groups == 2 and bias else (1, 2) if groups == 2 else (1, 1)
-            note = (f"{conv_cls.__name__}(bias={bias}, groups={groups}, stride={stride}, "
-                    f"dilation={dilation}) -> {bn_cls.__name__}, {kind}")
-            factory = P(product_model, conv_cls, bn_cls, stride, dilation, groups, bias)
-            name = f"{conv_kind}_{'bias' if bias else 'nobias'}_g{groups}_{kind}"
-            cases[name] = P(simple, factory, kind, (2, 4, *spatial), note, SEQ)
-    for mode, kind in itertools.product(("reflect", "replicate", "circular"), ("scripted", "traced")):
-        factory = P(product_model, P(nn.Conv2d, padding_mode=mode), nn.BatchNorm2d, 1, 1, 1, False)
-        cases[f"padding_{mode}_{kind}"] = P(simple, factory, kind, NCHW, f"Conv2d padding_mode="
-                                            f"{mode!r} (a pad op before the conv), {kind}", SEQ)
-    for kind in ("scripted", "traced"):
-        cases[f"cross_boundary_{kind}"] = P(simple, CrossBoundary, kind, NCHW, "the conv ends a child's "
-                                            f"forward, the BN starts a sibling Sequential, {kind}",
-                                            [folded("a.conv", "seq.0")])
-        factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6))  # noqa: E731
-        cases[f"linear_bn1d_{kind}"] = P(simple, factory, kind, (2, 4, 2, 2),
-                                         f"flatten -> Linear -> BatchNorm1d, {kind}", [folded("1", "2")])
-        cases[f"functional_{kind}"] = P(functional_case, kind)
-    for name, (factory, kind, shape, note, pairs, extra) in SMALL.items():
-        cases[name] = P(simple, factory, kind, shape, note, pairs, **extra)
-    for arch, (kind, shape) in VISION.items():
-        note = DENSENET_NOTE if arch == "densenet121" else ""
+    product_cases(cases)
+    structure_cases(cases)
+    skip_cases(cases)
+    for arch, (kind, shape, note) in VISION.items():
         cases[f"tv_{arch.split('.')[-1]}_{kind}"] = P(vision_case, arch, kind, shape, note)
     return cases
 
@@ -508,7 +532,8 @@ def make_expect(name, case, norms, links):
         if listed != sorted(links):
             raise AssertionError(f"{name}: pairs {listed}, but the eager run links {links}")
     return {"norms": norms if case.norms is None else case.norms,
-            "pairs": [{"conv": c, "norm": n, "status": s, "reason": r} for c, n, s, r in case.pairs]}
+            "pairs": [{"conv": c, "norm": n, "status": s, "reason": r}
+                      for c, n, s, r in case.pairs]}
 
 
 def make_case(outdir, name, builder, written):
@@ -548,9 +573,10 @@ def make_case(outdir, name, builder, written):
         if case.pairs is None:
             entry["note"] += f" ({norms} BN applications, {len(links)} directly after a conv)"
         if case.extra:
-            entry["extra_cases"] = [
-                {"method": m, "inputs": enc(case.inputs), "output": enc(getattr(loaded, m)(*case.inputs)),
-                 "output64": enc(getattr(model64, m)(*inputs64))} for m in case.extra]
+            entry["extra_cases"] = [{"method": m, "inputs": enc(case.inputs),
+                                     "output": enc(getattr(loaded, m)(*case.inputs)),
+                                     "output64": enc(getattr(model64, m)(*inputs64))}
+                                    for m in case.extra]
     written.extend(sink.written)
     return entry, time.perf_counter() - start
 

@@ -26,14 +26,19 @@ double ms_since(Clock::time_point t) {
 // (forward calling _forward_impl, an exported method) is listed once.
 std::vector<PairReport> describe_pairs(const Analysis& a) {
   std::vector<PairReport> out;
-  std::map<std::pair<const Node*, std::string>, size_t> index;
+  std::map<std::string, size_t> index;
   for (const Pair& p : a.pairs) {
     const std::string conv = p.op.weight ? p.op.weight->path : p.op.frame->path;
-    auto key = std::make_pair(static_cast<const Node*>(p.norm.remove), p.norm.path + "|" + conv);
+    const std::string key = p.norm.path + "|" + conv;
     auto it = index.find(key);
     if (it != index.end()) {
       auto& methods = out[it->second].methods;
       if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) methods.push_back(p.method);
+      // Folded only if it folds everywhere it runs.
+      if (!p.fold && out[it->second].folded) {
+        out[it->second].folded = false;
+        out[it->second].reason = p.reason;
+      }
       continue;
     }
     PairReport r;

@@ -103,7 +103,7 @@ std::optional<Site> module_batch_norm(const ProgramView& view, const Frame& f, s
   view.origin(Site{bn.value->node()->input(0), bn.frame}, false, &chain);
   const bool returns_it = ret.value == bn.value && ret.frame == bn.frame;
   bool reads_input = false;
-  for (const Site& s : chain) reads_input = reads_input || (s.frame == &f && s.value == f.graph->inputs().at(1));
+  for (const Site& s : chain) reads_input = reads_input || (s.frame == &f && s.value == f.graph->inputs().at(input_index));
   if (!returns_it || !reads_input) return std::nullopt;
   return bn;
 }

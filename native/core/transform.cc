@@ -28,15 +28,42 @@ void set_tensor(torch::jit::Module& owner, const std::string& name, at::Tensor v
   obj->setSlot(slot, value);
 }
 
+// A parameter typed None (a scripted conv declared without bias) cannot be
+// retyped in place, so it is removed and added again as Optional[Tensor] in
+// every object of the class, and the graphs that read it learn the new type
+// (a NoneType value would otherwise be treated as the constant None).
+void retype_none_parameter(torch::jit::Module& root, const c10::ClassTypePtr& type, const std::string& name) {
+  std::vector<c10::intrusive_ptr<c10::ivalue::Object>> objects;
+  for (const auto& m : root.modules()) {
+    if (m.type() == type) objects.push_back(m._ivalue());
+  }
+  for (auto& obj : objects) obj->unsafeRemoveAttr(name);
+  type->unsafeRemoveAttribute(name);
+  type->addAttribute(name, optional_tensor(), /*is_parameter=*/true);
+  for (auto& obj : objects) obj->setAttr(name, c10::IValue());
+  for (const auto& m : root.modules()) {
+    for (const auto& method : m.get_methods()) {
+      for_each_node(method.graph()->block(), [&](Node* n) {
+        if (n->kind() == c10::prim::GetAttr && n->s(c10::attr::name) == name && n->input(0)->type() == type) {
+          n->output()->setType(optional_tensor());
+        }
+      });
+    }
+  }
+}
+
 // Makes sure the owner's class lets `bias` hold a tensor: None-typed
 // attributes become Optional[Tensor]; a missing one is added as a parameter.
-void allow_tensor_bias(torch::jit::Module& owner, const std::string& name) {
+void allow_tensor_bias(torch::jit::Module& root, torch::jit::Module& owner, const std::string& name) {
   auto type = owner.type();
   if (!type->hasAttribute(name)) {
     type->addAttribute(name, optional_tensor(), /*is_parameter=*/true);
     return;
   }
-  if (type->getAttribute(name)->kind() == c10::TypeKind::NoneType) {
+  if (type->getAttribute(name)->kind() != c10::TypeKind::NoneType) return;
+  if (type->is_parameter(type->getAttributeSlot(name))) {
+    retype_none_parameter(root, type, name);
+  } else {
     type->unsafeChangeAttributeType(name, optional_tensor());
   }
 }
@@ -51,17 +78,17 @@ void read_bias_in_graph(const LinearOp& op) {
   op.node->replaceInput(2, bias);
 }
 
-void set_folded_params(Pair& p, std::set<const Node*>& bias_rewired) {
+void set_folded_params(torch::jit::Module& root, Pair& p, std::set<const Node*>& bias_rewired) {
   torch::jit::Module owner = p.op.weight->owner;
   set_tensor(owner, p.op.weight->name, p.folded->weight);
   if (p.op.bias) {
     torch::jit::Module bias_owner = p.op.bias->owner;
-    allow_tensor_bias(bias_owner, p.op.bias->name);
+    allow_tensor_bias(root, bias_owner, p.op.bias->name);
     set_tensor(bias_owner, p.op.bias->name, p.folded->bias);
     return;
   }
   // bias_constant_none: analysis guaranteed the weight is read in the op's graph.
-  allow_tensor_bias(owner, "bias");
+  allow_tensor_bias(root, owner, "bias");
   set_tensor(owner, "bias", p.folded->bias);
   if (bias_rewired.insert(p.op.node).second) read_bias_in_graph(p.op);
 }
@@ -96,7 +123,7 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis) {
     if (!p.fold) continue;
     ++stats.folded;
     if (weights_done.insert(p.op.weight->key()).second) {
-      set_folded_params(p, bias_rewired);
+      set_folded_params(module, p, bias_rewired);
       touched.insert(p.op.node->owningGraph());
     }
     if (removed.insert(p.norm.remove).second) {
