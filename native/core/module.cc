@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "patterns.h"
 #include "runtime.h"
 #include "tensor.h"
 
@@ -91,20 +92,6 @@ void check_torchscript_archive(const std::string& path) {
   }
   throw Error(ErrorCode::NotTorchScript,
               path + " is a zip archive without TorchScript code. " + kExportHint);
-}
-
-std::string clean_type_name(const c10::ClassTypePtr& type) {
-  if (!type || !type->name()) return "";
-  std::string name = type->name()->qualifiedName();
-  const std::string prefix = "__torch__.";
-  if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
-  // torch.jit mangles re-scripted classes as ___torch_mangle_N.
-  const std::string mangle = "___torch_mangle_";
-  for (size_t pos; (pos = name.find(mangle)) != std::string::npos;) {
-    size_t end = name.find('.', pos);
-    name.erase(pos, end == std::string::npos ? std::string::npos : end - pos + 1);
-  }
-  return name;
 }
 
 template <typename List>
@@ -242,7 +229,7 @@ std::vector<std::pair<std::string, at::Tensor>> named_tensors(const torch::jit::
 std::vector<NamedModule> named_modules(const torch::jit::Module& module) {
   std::vector<NamedModule> out;
   for (const auto& item : module.named_modules()) {
-    out.push_back({item.name, clean_type_name(item.value.type())});
+    out.push_back({item.name, class_name(item.value)});
   }
   return out;
 }
