@@ -5,6 +5,8 @@ values to and from the JSON "TREE" format used in test/fixtures/manifest.json.
 Imported by make_fixtures.py and check_torchscript.py so both sides of the
 round trip agree on one encoding (and by make_demo_model.py for randomize_bn).
 """
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -183,3 +185,33 @@ def write_json_atomic(path, obj):
         json.dump(obj, f, indent=1, ensure_ascii=False, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def torchvision_version():
+    """From package metadata: importing torchvision would slow the up-to-date path."""
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def source_version(script_name):
+    """sha256 over the sources that decide a fixture set (the script and this
+    module) and the torch/torchvision versions: a change to any remakes it."""
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in (script_name, "fixture_io.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(f.read())
+    h.update(torch.__version__.encode())
+    h.update(torchvision_version().encode())
+    return h.hexdigest()
+
+
+def read_manifest(outdir):
+    """The manifest in outdir, or None when missing or unreadable."""
+    try:
+        with open(os.path.join(outdir, "manifest.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

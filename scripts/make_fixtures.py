@@ -8,7 +8,6 @@ all (TREE encoding: see fixture_io.py). The manifest's "version" hashes this
 script, fixture_io.py and torch's version; when it matches nothing is redone.
 The manifest is written last and atomically, so an interrupted run is redone.
 """
-import hashlib
 import json
 import os
 import sys
@@ -37,27 +36,6 @@ import fixture_io as fio  # noqa: E402
 
 DEFAULT_ATOL = 1e-5
 BIG_ATOL = 1e-4  # deep nets accumulate more float32 rounding
-
-
-# ---------------------------------------------------------------- versioning
-
-def source_version():
-    """sha256 over the sources that decide the fixtures, plus torch's version."""
-    h = hashlib.sha256()
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("make_fixtures.py", "fixture_io.py"):
-        with open(os.path.join(here, name), "rb") as f:
-            h.update(f.read())
-    h.update(torch.__version__.encode())
-    return h.hexdigest()
-
-
-def manifest_is_current(outdir, version):
-    try:
-        with open(os.path.join(outdir, "manifest.json"), encoding="utf-8") as f:
-            return json.load(f).get("version") == version
-    except (OSError, ValueError):
-        return False
 
 
 # -------------------------------------------------------------------- models
@@ -400,8 +378,8 @@ def main(argv):
     # Default is relative to the repo root so the script works from any cwd.
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outdir = argv[1] if len(argv) > 1 else os.path.join(repo_root, "test", "fixtures")
-    version = source_version()
-    if manifest_is_current(outdir, version):
+    version = fio.source_version("make_fixtures.py")
+    if (fio.read_manifest(outdir) or {}).get("version") == version:
         print("fixtures up to date")
         return 0
     os.makedirs(outdir, exist_ok=True)

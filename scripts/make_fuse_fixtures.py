@@ -11,8 +11,6 @@ OUTDIR belongs to this script: .pt/.bin files there that it did not write are re
 """
 import copy
 import functools
-import hashlib
-import importlib.metadata
 import itertools
 import json
 import os
@@ -49,35 +47,6 @@ VISION_TIME_LIMIT_S = 10.0  # a torchvision model slower than this to build is l
 # must come to output64: only the single rounding of W' and B' separates them.
 FOLD_TOL = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 5e-2}
 CONV_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-
-
-# ---------------------------------------------------------------- versioning
-
-def torchvision_version():
-    # From package metadata: importing torchvision would slow the up-to-date path.
-    try:
-        return importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
-def source_version():
-    h = hashlib.sha256()
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("make_fuse_fixtures.py", "fixture_io.py"):
-        with open(os.path.join(here, name), "rb") as f:
-            h.update(f.read())
-    h.update(torch.__version__.encode())
-    h.update(torchvision_version().encode())  # the torchvision cases depend on it too
-    return h.hexdigest()
-
-
-def read_manifest(outdir):
-    try:
-        with open(os.path.join(outdir, "manifest.json"), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------ norms & seeds
@@ -601,14 +570,14 @@ def make_all(outdir, version):
             print(f"made {name} ({seconds:.2f}s)", flush=True)
     remove_stale(outdir, written)
     fio.write_json_atomic(manifest_path, {"version": version, "torch": torch.__version__,
-                                          "torchvision": torchvision_version(), "cases": cases})
+                                          "torchvision": fio.torchvision_version(), "cases": cases})
 
 
 def main(argv):
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outdir = argv[1] if len(argv) > 1 else os.path.join(repo_root, "test", "fixtures", "fuse")
-    version = source_version()
-    if (read_manifest(outdir) or {}).get("version") == version:
+    version = fio.source_version("make_fuse_fixtures.py")
+    if (fio.read_manifest(outdir) or {}).get("version") == version:
         print("fuse fixtures up to date")
         return 0
     start = time.perf_counter()
