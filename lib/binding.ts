@@ -39,8 +39,11 @@ export interface NativeModule {
   run(method: string, inputs: NativeValue[]): Promise<NativeValue>;
   save(path: string): Promise<void>;
   clone(): Promise<NativeModule>;
-  fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string }):
-    Promise<import('./fuse').NativeFuseResult>;
+  fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string;
+    mode?: 'fold' | 'tune'; constants?: boolean; modules?: string[][] }): Promise<import('./fuse').NativeFuseResult>;
+  freeze(options: { optimize: boolean }): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number }>;
+  toHalf(options: { dtype: string; minParams: number; layers: string[] }):
+    Promise<{ module: NativeModule; report: import('./report').HalfReport }>;
   to(device: string): Promise<NativeModule>;
   methods(): string[];
   graph(method: string, inlined?: boolean): string;

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'ERR_UNSUPPORTED'
   | 'ERR_NATIVE_LOAD'
   | 'ERR_VALIDATION'
+  | 'ERR_FUSE_GROUP'
   | 'ERR_TORCH';
 
 export class TorchfoldError extends Error {

@@ -35,7 +35,37 @@ export interface BenchmarkOptions {
   seed?: number;
 }
 
+export interface OptimizeOptions {
+  /** Sample inputs for forward (default: benchmark.inputs, else validate.inputs). */
+  inputs?: SampleInput[];
+  /** Timed rounds (each runs every candidate once, interleaved); default 20. */
+  iterations?: number;
+  warmup?: number;
+  /** A candidate must match the input module's outputs within these (defaults: validate's, else 1e-4 / 1e-3). */
+  atol?: number;
+  rtol?: number;
+  seed?: number;
+  /**
+   * Keep only candidates that survive a save/load round trip (default true).
+   * false lets an in-process service keep a faster module that cannot be saved.
+   */
+  requireSaveable?: boolean;
+}
+
 export interface FuseOptions {
+  /**
+   * 'fold' (default): BatchNorms are folded into the weights and removed.
+   * 'tune': both modules keep their parameters; in eval mode one convolution
+   * runs with weights folded on the fly, in training mode conv then BatchNorm
+   * run as before, so the result stays trainable.
+   */
+  mode?: 'fold' | 'tune';
+  /** Also absorb mul/div/add/sub by constants after a conv/linear into its weight and bias. */
+  constants?: boolean;
+  /** Fold exactly these groups, [conv, norm] or [conv, norm, activation] module paths, and nothing else. */
+  modules?: string[][];
+  /** After folding, try freezing and libtorch's inference optimizations, and keep the fastest valid candidate. */
+  optimize?: boolean | OptimizeOptions;
   /** Analyze only: the report of what would fold; no module is made. */
   dryRun?: boolean;
   /** Fold BatchNorms that are in training mode using their running statistics. */
@@ -49,7 +79,7 @@ export interface NativeFuseResult {
   report: Omit<FuseReport, 'folded' | 'skipped' | 'libtorch' | 'timings'> & { timings: { analyze: number; fold: number; rewrite: number; total: number } };
 }
 
-const FUSE_KEYS = ['dryRun', 'treatTrainingAsEval', 'validate', 'benchmark'] as const;
+const FUSE_KEYS = ['mode', 'constants', 'modules', 'optimize', 'dryRun', 'treatTrainingAsEval', 'validate', 'benchmark'] as const;
 
 function checkInputs(inputs: unknown, name: string): SampleInput[] {
   if (!Array.isArray(inputs) || inputs.length === 0) throw typeError('a non-empty array of Tensors or shapes', name, inputs);
@@ -70,9 +100,40 @@ function checkNumber(v: unknown, name: string, min: number, integer = false): vo
 export function checkFuseOptions(options: unknown): FuseOptions {
   const o = expectOptions<FuseOptions>(options, 'options');
   expectKnownKeys(o, FUSE_KEYS, 'options');
-  for (const k of ['dryRun', 'treatTrainingAsEval'] as const) {
+  for (const k of ['dryRun', 'treatTrainingAsEval', 'constants'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw typeError('a boolean', `options.${k}`, o[k]);
   }
+  if (o.mode !== undefined && o.mode !== 'fold' && o.mode !== 'tune') throw rangeError("'fold' or 'tune'", 'options.mode', o.mode);
+  if (o.modules !== undefined) {
+    if (!Array.isArray(o.modules) || o.modules.length === 0) throw typeError('a non-empty array of module path groups', 'options.modules', o.modules);
+    const seen = new Set<string>();
+    o.modules.forEach((g, i) => {
+      if (!Array.isArray(g) || g.length < 2 || g.length > 3 || !g.every((p) => typeof p === 'string')) {
+        throw typeError('a group of 2 or 3 module paths, e.g. [\'conv1\', \'bn1\'] or [\'conv1\', \'bn1\', \'relu\']', `options.modules[${i}]`, g);
+      }
+      const key = `${g[0]}\u0000${g[1]}`;
+      if (seen.has(key)) throw rangeError('groups listed once each', `options.modules[${i}]`, g);
+      seen.add(key);
+    });
+  }
+  if (o.optimize !== undefined && typeof o.optimize !== 'boolean') {
+    const p = expectOptions<OptimizeOptions>(o.optimize, 'options.optimize');
+    expectKnownKeys(p, ['inputs', 'iterations', 'warmup', 'atol', 'rtol', 'seed', 'requireSaveable'], 'options.optimize');
+    if (p.inputs !== undefined) checkInputs(p.inputs, 'options.optimize.inputs');
+    checkNumber(p.iterations, 'options.optimize.iterations', 1, true);
+    checkNumber(p.warmup, 'options.optimize.warmup', 0, true);
+    checkNumber(p.atol, 'options.optimize.atol', 0);
+    checkNumber(p.rtol, 'options.optimize.rtol', 0);
+    checkNumber(p.seed, 'options.optimize.seed', 0, true);
+    if (p.requireSaveable !== undefined && typeof p.requireSaveable !== 'boolean') {
+      throw typeError('a boolean', 'options.optimize.requireSaveable', p.requireSaveable);
+    }
+  }
+  if (o.optimize && !(typeof o.optimize === 'object' && o.optimize.inputs) && !o.benchmark && !o.validate) {
+    throw typeError('sample inputs: give options.optimize.inputs (or benchmark.inputs / validate.inputs), ' +
+      'since optimize times and checks every candidate on them', 'options.optimize', o.optimize);
+  }
+  if (o.optimize && o.dryRun) throw rangeError('no optimize in a dry run', 'options.optimize', o.optimize);
   if (o.validate !== undefined) {
     const v = expectOptions<ValidateOptions>(o.validate, 'options.validate');
     expectKnownKeys(v, ['inputs', 'atol', 'rtol', 'onFailure', 'seed'], 'options.validate');
@@ -169,14 +230,32 @@ export async function benchmark(before: Runner, after: Runner, inputs: Tensor[],
   return { iterations, warmup, threads: getNumThreads(), before: b, after: a, speedup: b.medianMs / a.medianMs };
 }
 
-export function finishReport(native: NativeFuseResult['report'], extra: { validate: number; benchmark: number }): FuseReport {
+export function finishReport(native: NativeFuseResult['report'],
+  extra: { validate: number; benchmark: number; optimize?: number }): FuseReport {
   const folded = native.pairs.filter((p) => p.status === 'folded').length;
+  const optimize = extra.optimize ?? 0;
   return {
     ...native,
     folded,
     skipped: native.pairs.length - folded,
-    timings: { ...native.timings, validate: extra.validate, benchmark: extra.benchmark,
-      total: native.timings.total + extra.validate + extra.benchmark },
+    timings: { ...native.timings, validate: extra.validate, benchmark: extra.benchmark, optimize,
+      total: native.timings.total + extra.validate + extra.benchmark + optimize },
     libtorch: versions.libtorch,
   };
+}
+
+/** Latency of several modules on the same inputs, one call each per round, after a warm-up. */
+export async function benchmarkMany(runners: Runner[], inputs: Tensor[], iterations: number,
+  warmup: number): Promise<LatencyStats[]> {
+  for (let i = 0; i < warmup; i++) for (const r of runners) await r(inputs);
+  const samples = runners.map(() => [] as number[]);
+  for (let i = 0; i < iterations; i++) {
+    for (let k = 0; k < runners.length; k++) {
+      const j = (i + k) % runners.length;  // rotate who goes first
+      const t0 = performance.now();
+      await runners[j](inputs);
+      samples[j].push(performance.now() - t0);
+    }
+  }
+  return samples.map(stats);
 }

@@ -12,9 +12,14 @@ import { TorchfoldError, typeError, withCallerStack } from './errors';
 import { Tensor } from './tensor';
 import { expectKnownKeys, expectOptions, expectString, parseDevice } from './validate';
 import { fromNative, toNative, TorchValue } from './values';
-import { benchmark, checkFuseOptions, compareOutputs, finishReport, FuseOptions, materialize, NativeFuseResult,
-  Runner } from './fuse';
-import { FuseReport, ValidationReport } from './report';
+import { benchmark, benchmarkMany, checkFuseOptions, compareOutputs, finishReport, FuseOptions, materialize,
+  NativeFuseResult, OptimizeOptions, Runner } from './fuse';
+import { CandidateReport, FuseReport, HalfReport, OptimizeReport, ValidationReport } from './report';
+import { checkHalfOptions, HalfOptions } from './half';
+import { getNumThreads } from './runtime';
+
+/** The native handle behind a fused module, for optimize's freeze calls. */
+const fusedNative = new WeakMap<ScriptModule, NativeModule>();
 
 export type { TensorInfo } from './binding';
 
@@ -114,6 +119,32 @@ export class ScriptModule {
     return this.#track(async (m) => (await runFuse(this, m, { ...o, dryRun: true })).report);
   }
 
+  /**
+   * Converts chosen Linear/Conv layers to float16 or bfloat16 in a NEW module,
+   * with casts at their boundary (input to the half dtype, output back), and
+   * reports which layers were converted and why others were not. With
+   * `validate`, the outputs are compared with this module's.
+   */
+  toHalf(options?: HalfOptions): Promise<{ module: ScriptModule; report: HalfReport }> {
+    const o = checkHalfOptions(options);
+    return this.#track(async (m) => {
+      const r = await m.toHalf({ dtype: o.dtype ?? 'float16', minParams: o.minParams ?? 0, layers: o.layers ?? [] });
+      const module = new ScriptModule(r.module);
+      const report: HalfReport = r.report;
+      if (o.validate) {
+        const inputs = materialize(o.validate.inputs, o.validate.seed ?? 0);
+        try {
+          report.validation = await compareOutputs((xs) => this.forward(...xs), (xs) => module.forward(...xs), inputs,
+            o.validate.atol ?? 1e-2, o.validate.rtol ?? 1e-2);
+        } catch (e) {
+          await module.dispose();
+          throw e;
+        }
+      }
+      return { module, report };
+    });
+  }
+
   get training(): boolean { return this.#handle().training(); }
 
   /** Puts the module (and its children) in eval mode; returns this. */
@@ -168,7 +199,78 @@ export class ScriptModule {
   [Symbol.asyncDispose](): Promise<void> { return this.dispose(); }
 }
 
-const nativeOptions = (o: FuseOptions) => ({ dryRun: Boolean(o.dryRun), treatTrainingAsEval: Boolean(o.treatTrainingAsEval) });
+const nativeOptions = (o: FuseOptions) => ({
+  dryRun: Boolean(o.dryRun), treatTrainingAsEval: Boolean(o.treatTrainingAsEval), mode: o.mode ?? 'fold',
+  constants: Boolean(o.constants), ...(o.modules ? { modules: o.modules } : {}),
+});
+
+/**
+ * Tries the inference candidates (the input module, the fused module, frozen,
+ * frozen + optimize_for_inference), validates each against the input module,
+ * checks that it keeps every method and survives a save/load round trip,
+ * times them interleaved on the same inputs and keeps the fastest.
+ */
+async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOptions):
+  Promise<{ module: ScriptModule; report: OptimizeReport }> {
+  const opt: OptimizeOptions = typeof o.optimize === 'object' ? o.optimize : {};
+  const sample = opt.inputs ?? o.benchmark?.inputs ?? o.validate!.inputs;
+  const inputs = materialize(sample, opt.seed ?? o.benchmark?.seed ?? 0);
+  const atol = opt.atol ?? o.validate?.atol ?? 1e-4, rtol = opt.rtol ?? o.validate?.rtol ?? 1e-3;
+  const requireSaveable = opt.requireSaveable ?? true;
+  const original: Runner = (xs) => self.forward(...xs);
+  type Entry = { report: CandidateReport; module: ScriptModule | null; run: Runner };
+  const entries: Entry[] = [
+    { report: { name: 'input', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: null, run: original },
+    { report: { name: 'fused', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: fused,
+      run: (xs) => fused.forward(...xs) },
+  ];
+  const fusedHandle = fusedNative.get(fused)!;
+  for (const [name, optimize] of [['frozen', false], ['frozen+optimized', true]] as const) {
+    const report: CandidateReport = { name, eligible: false, saveable: false, methodsKept: false, buildMs: 0 };
+    try {
+      const v = await fusedHandle.freeze({ optimize });
+      const m = new ScriptModule(v.module);
+      Object.assign(report, { saveable: v.saveable, buildMs: v.buildMs }, v.saveError ? { saveError: v.saveError } : {});
+      entries.push({ report, module: m, run: (xs) => m.forward(...xs) });
+    } catch (e) {
+      report.reason = `could not be built: ${(e as Error).message}`;
+      entries.push({ report, module: null, run: original });
+    }
+  }
+  for (const e of entries.slice(1)) {
+    if (!e.module) continue;
+    const r = e.report;
+    r.methodsKept = self.methods.every((m) => e.module!.methods.includes(m));
+    try {
+      r.validation = await compareOutputs(original, e.run, inputs, atol, rtol);
+    } catch (err) {
+      r.reason = `failed on the sample inputs: ${(err as Error).message}`;
+      continue;
+    }
+    const problems = [];
+    if (!r.validation.passed) problems.push(`outputs differ from the input module's (max abs error ${r.validation.maxAbsError.toExponential(3)})`);
+    if (!r.methodsKept) problems.push('it lost exported methods');
+    if (!r.saveable && requireSaveable) problems.push(`it cannot be saved and loaded back (${r.saveError}); pass optimize.requireSaveable: false to allow it`);
+    r.eligible = problems.length === 0;
+    if (!r.eligible) r.reason = problems.join('; ');
+  }
+  const timed = entries.filter((e) => e.report.eligible);
+  const iterations = opt.iterations ?? 20, warmup = opt.warmup ?? 3;
+  const latencies = await benchmarkMany(timed.map((e) => e.run), inputs, iterations, warmup);
+  timed.forEach((e, i) => { e.report.latency = latencies[i]; });
+  const base = entries[0].report.latency!.medianMs;
+  for (const e of timed) e.report.speedup = base / e.report.latency!.medianMs;
+  const best = timed.reduce((a, b) => (b.report.latency!.medianMs < a.report.latency!.medianMs ? b : a));
+  for (const e of entries) {
+    if (e !== best && e.module && e.module !== fused) await e.module.dispose();
+  }
+  let module = best.module;
+  if (best.report.name === 'input') module = await self.clone();
+  if (module !== fused) await fused.dispose();
+  const report: OptimizeReport = { chosen: best.report.name, candidates: entries.map((e) => e.report), iterations, warmup,
+    threads: getNumThreads(), inputs: inputs.map((t) => [...t.shape]) };
+  return { module: module!, report };
+}
 
 /** Finds the folded pairs that alone push the outputs past the tolerance. */
 async function culprits(handle: NativeModule, o: FuseOptions, original: Runner, inputs: Tensor[],
@@ -213,12 +315,24 @@ async function runFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions)
     }
   }
   const validateMs = performance.now() - t0;
+  const t2 = performance.now();
+  let optimized: OptimizeReport | undefined;
+  if (o.optimize) {
+    fusedNative.set(fused, result.module as NativeModule);
+    const r = await optimizeStep(self, fused, o);
+    fused = r.module;
+    optimized = r.report;
+  }
+  const optimizeMs = o.optimize ? performance.now() - t2 : 0;
   const t1 = performance.now();
-  const bench = o.benchmark ? await benchmark(original, (xs) => fused.forward(...xs),
+  const final = fused;
+  const bench = o.benchmark ? await benchmark(original, (xs) => final.forward(...xs),
     materialize(o.benchmark.inputs, o.benchmark.seed ?? 0), o.benchmark.iterations ?? 20, o.benchmark.warmup ?? 3) : undefined;
-  const report = finishReport(result.report, { validate: o.validate ? validateMs : 0, benchmark: o.benchmark ? performance.now() - t1 : 0 });
+  const report = finishReport(result.report, { validate: o.validate ? validateMs : 0,
+    benchmark: o.benchmark ? performance.now() - t1 : 0, optimize: optimizeMs });
   if (validation) report.validation = validation;
   if (bench) report.benchmark = bench;
+  if (optimized) report.optimize = optimized;
   return { module: fused, report };
 }
 

@@ -18,6 +18,54 @@ export interface PairReport {
   reason?: string;
 }
 
+/** One arithmetic op with a constant absorbed into (or left beside) a conv/linear. */
+export interface AbsorbReport {
+  method: string;
+  methods: string[];
+  /** Module path of the conv/linear whose weight absorbs it. */
+  conv: string;
+  kind: string;
+  /** 'mul', 'div', 'add' or 'sub'. */
+  op: string;
+  /** 'scalar 0.5', "'scale' [8, 1, 1]" (an attribute), 'constant [8, 1, 1]' (baked in a traced graph). */
+  constant: string;
+  status: 'folded' | 'skipped';
+  reason?: string;
+}
+
+/** One step of a fuse: which transform ran, in which round, how many pairs it changed and how long it took. */
+export interface StepReport {
+  name: 'fold' | 'tune' | 'constants';
+  round: number;
+  changed: number;
+  ms: number;
+}
+
+export interface CandidateReport {
+  /** 'input' (the module as given), 'fused', 'frozen', 'frozen+optimized'. */
+  name: string;
+  /** Whether it can be chosen: valid outputs, every method kept, saveable (unless allowed otherwise). */
+  eligible: boolean;
+  reason?: string;
+  validation?: ValidationReport;
+  saveable: boolean;
+  saveError?: string;
+  methodsKept: boolean;
+  buildMs: number;
+  latency?: LatencyStats;
+  /** input median / this median, in the same interleaved run. */
+  speedup?: number;
+}
+
+export interface OptimizeReport {
+  chosen: string;
+  candidates: CandidateReport[];
+  iterations: number;
+  warmup: number;
+  threads: number;
+  inputs: number[][];
+}
+
 export interface ValidationReport {
   /** Largest |fused - original| over every output element of every input. */
   maxAbsError: number;
@@ -46,15 +94,42 @@ export interface BenchmarkReport {
 }
 
 export interface FuseReport {
+  /** 'fold' or 'tune'. */
+  mode: 'fold' | 'tune';
   pairs: PairReport[];
+  /** Constant absorption (options.constants): one entry per arithmetic op with a constant after a conv/linear. */
+  absorbed: AbsorbReport[];
+  /** Each transform step in order (constants and BatchNorm passes repeat until nothing changes). */
+  steps: StepReport[];
   /** Normalizations that run, counted on the module before and on the result after. */
   batchNorms: { before: number; after: number };
   folded: number;
   skipped: number;
   /** Milliseconds per phase; validate and benchmark are 0 when not asked for. */
-  timings: { analyze: number; fold: number; rewrite: number; validate: number; benchmark: number; total: number };
+  timings: { analyze: number; fold: number; rewrite: number; validate: number; benchmark: number; optimize: number; total: number };
   libtorch: string;
   device: string;
   validation?: ValidationReport;
   benchmark?: BenchmarkReport;
+  optimize?: OptimizeReport;
+}
+
+/** What toHalf() did with each Linear/Conv layer. */
+export interface HalfLayerReport {
+  path: string;
+  kind: string;
+  params: number;
+  status: 'converted' | 'skipped';
+  reason?: string;
+}
+
+export interface HalfReport {
+  dtype: 'float16' | 'bfloat16';
+  layers: HalfLayerReport[];
+  converted: number;
+  paramsConverted: number;
+  bytesSaved: number;
+  callSites: number;
+  /** With options.validate: the converted module's outputs against this module's. */
+  validation?: ValidationReport;
 }

@@ -17,7 +17,13 @@ if (probe.status !== 0) {
     'or point TORCHFOLD_PYTHON at a python that has them.');
   process.exit(1);
 }
-for (const [script, dir] of [['make_fixtures.py', out], ['make_fuse_fixtures.py', path.join(out, 'fuse')]]) {
+const scripts = [
+  ['make_fixtures.py', out],
+  ['make_fuse_fixtures.py', path.join(out, 'fuse')],
+  ['make_transform_fixtures.py', path.join(out, 'transform')],
+  ['make_tune_fixtures.py', path.join(out, 'tune')],
+];
+for (const [script, dir] of scripts) {
   const r = spawnSync(python, [path.join(root, 'scripts', script), dir], { stdio: 'inherit' });
   if (r.status !== 0) process.exit(r.status === null ? 1 : r.status);
 }

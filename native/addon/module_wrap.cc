@@ -16,6 +16,8 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
       InstanceMethod<&ModuleWrap::Clone>("clone"),
       InstanceMethod<&ModuleWrap::Fuse>("fuse"),
       InstanceMethod<&ModuleWrap::To>("to"),
+      InstanceMethod<&ModuleWrap::Freeze>("freeze"),
+      InstanceMethod<&ModuleWrap::ToHalf>("toHalf"),
       InstanceMethod<&ModuleWrap::Methods>("methods"),
       InstanceMethod<&ModuleWrap::Graph>("graph"),
       InstanceMethod<&ModuleWrap::NamedTensors>("namedTensors"),
@@ -126,6 +128,22 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < ex.Length(); ++i) options.exclude.push_back(ex.Get(i).ToString().Utf8Value());
   }
   if (opts.Get("excludeReason").IsString()) options.exclude_reason = opts.Get("excludeReason").As<Napi::String>().Utf8Value();
+  if (opts.Get("mode").IsString() && opts.Get("mode").As<Napi::String>().Utf8Value() == "tune") {
+    options.mode = core::FuseOptions::Mode::Tune;
+  }
+  options.constants = opts.Get("constants").ToBoolean().Value();
+  if (opts.Get("modules").IsArray()) {
+    options.has_groups = true;
+    Napi::Array groups = opts.Get("modules").As<Napi::Array>();
+    for (uint32_t i = 0; i < groups.Length(); ++i) {
+      std::vector<std::string> group;
+      if (groups.Get(i).IsArray()) {
+        Napi::Array g = groups.Get(i).As<Napi::Array>();
+        for (uint32_t j = 0; j < g.Length(); ++j) group.push_back(g.Get(j).ToString().Utf8Value());
+      }
+      options.groups.push_back(std::move(group));
+    }
+  }
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<core::FuseResult>::Start(
@@ -135,6 +153,77 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", r.module ? Napi::Value(Create(e, r.module)) : e.Null());
         out.Set("report", to_js_report(e, r.report));
+        return out;
+      },
+      [this]() { --in_flight_; });
+}
+
+// freeze({ optimize: boolean }) -> { module, saveable, saveError, buildMs }
+Napi::Value ModuleWrap::Freeze(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type_error(env, "Expected an options object");
+  const bool optimize = info[0].As<Napi::Object>().Get("optimize").ToBoolean().Value();
+  core::ModulePtr m = module(env);
+  ++in_flight_;
+  return PromiseWorker<core::Variant>::Start(
+      Value(), "torchfold:freeze",
+      [m, optimize]() { return core::inference_variant(*m, optimize); },
+      [](Napi::Env e, core::Variant& v) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("module", Create(e, v.module));
+        out.Set("saveable", v.saveable);
+        if (!v.saveable) out.Set("saveError", v.save_error);
+        out.Set("buildMs", v.build_ms);
+        return out;
+      },
+      [this]() { --in_flight_; });
+}
+
+// toHalf({ dtype: 'float16' | 'bfloat16', minParams, layers: string[] }) -> { module, report }
+Napi::Value ModuleWrap::ToHalf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type_error(env, "Expected an options object");
+  Napi::Object opts = info[0].As<Napi::Object>();
+  core::HalfOptions options;
+  options.dtype = opts.Get("dtype").ToString().Utf8Value() == "bfloat16" ? at::kBFloat16 : at::kHalf;
+  if (opts.Get("minParams").IsNumber()) options.min_params = opts.Get("minParams").As<Napi::Number>().Int64Value();
+  if (opts.Get("layers").IsArray()) {
+    Napi::Array layers = opts.Get("layers").As<Napi::Array>();
+    for (uint32_t i = 0; i < layers.Length(); ++i) options.layers.push_back(layers.Get(i).ToString().Utf8Value());
+  }
+  core::ModulePtr m = module(env);
+  ++in_flight_;
+  using Result = std::pair<core::ModulePtr, core::HalfReport>;
+  return PromiseWorker<Result>::Start(
+      Value(), "torchfold:toHalf",
+      [m, options]() {
+        c10::NoGradGuard no_grad;
+        core::ModulePtr copy = core::private_copy(*m);
+        core::HalfReport report = core::convert_to_half(*copy, options);
+        return Result{copy, report};
+      },
+      [options](Napi::Env e, Result& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("module", Create(e, r.first));
+        Napi::Object report = Napi::Object::New(e);
+        report.Set("dtype", core::half_dtype_name(options.dtype));
+        Napi::Array layers = Napi::Array::New(e, r.second.layers.size());
+        for (size_t i = 0; i < r.second.layers.size(); ++i) {
+          const auto& l = r.second.layers[i];
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("path", l.path);
+          o.Set("kind", l.kind);
+          o.Set("params", static_cast<double>(l.params));
+          o.Set("status", l.converted ? "converted" : "skipped");
+          if (!l.converted) o.Set("reason", l.reason);
+          layers.Set(static_cast<uint32_t>(i), o);
+        }
+        report.Set("layers", layers);
+        report.Set("converted", r.second.converted);
+        report.Set("paramsConverted", static_cast<double>(r.second.params_converted));
+        report.Set("bytesSaved", static_cast<double>(r.second.bytes_saved));
+        report.Set("callSites", r.second.call_sites);
+        out.Set("report", report);
         return out;
       },
       [this]() { --in_flight_; });

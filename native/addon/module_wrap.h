@@ -7,7 +7,9 @@
 
 #include <napi.h>
 
+#include "../core/half.h"
 #include "../core/module.h"
+#include "../core/optimize.h"
 
 namespace torchfold::addon {
 
@@ -34,6 +36,8 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value Clone(const Napi::CallbackInfo& info);
   Napi::Value Fuse(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Freeze(const Napi::CallbackInfo& info);
+  Napi::Value ToHalf(const Napi::CallbackInfo& info);
   Napi::Value Methods(const Napi::CallbackInfo& info);
   Napi::Value Graph(const Napi::CallbackInfo& info);
   Napi::Value NamedTensors(const Napi::CallbackInfo& info);

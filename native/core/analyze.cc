@@ -1,5 +1,7 @@
 #include "analyze.h"
 
+#include "tune.h"
+
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -61,13 +63,90 @@ std::optional<std::string> kinds_match(const ProgramView& view, const Pair& p) {
   return std::nullopt;
 }
 
-void decide(const ProgramView& view, Pair& p, double* fold_ms) {
+// The input of a convolution is provably batched (its type says so).
+bool input_is_batched(const ProgramView& view, const LinearOp& op) {
+  Site s = view.origin(Site{op.node->input(0), op.frame}, false);
+  auto t = s.value->type()->cast<c10::TensorType>();
+  return t && t->dim() && static_cast<int>(*t->dim()) == op.spatial_dims + 2;
+}
+
+std::string shape_of(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// The per-channel affine map an arithmetic op with a constant applies to the
+// operator's output, or why it is not one.
+std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, const at::Tensor& weight,
+                                        AffineMap* map) {
+  const ConstantOp& c = *p.norm.constant;
+  const int64_t channels = out_channels(weight, p.op.layout, p.op.groups);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor per_channel;
+  if (c.constant.isDouble() || c.constant.isInt()) {
+    const double v = c.constant.isDouble() ? c.constant.toDouble() : static_cast<double>(c.constant.toInt());
+    per_channel = at::full({channels}, v, f64);
+  } else {
+    const at::Tensor t = c.constant.toTensor();
+    if (!at::isFloatingType(t.scalar_type()) && !at::isIntegralType(t.scalar_type(), false)) {
+      return "the constant's dtype " + std::string(c10::toString(t.scalar_type())) + " is not a number type";
+    }
+    if (t.dim() > 0 && t.scalar_type() != weight.scalar_type()) {
+      return "the constant's dtype " + std::string(c10::toString(t.scalar_type())) + " differs from the weight's " +
+             c10::toString(weight.scalar_type()) + " (the result's dtype would change)";
+    }
+    const bool linear = p.op.spatial_dims == 0;
+    const int full = p.op.spatial_dims + 2;  // batched output dims (2 for Linear on 2-D input)
+    if (t.dim() > full) return "the constant " + shape_of(t) + " would add dimensions to the output";
+    if (t.dim() == full && !(linear ? input_is_2d(view, p.op) : input_is_batched(view, p.op))) {
+      return "the constant " + shape_of(t) + (linear ? " needs a 2-D input and the Linear's input cannot be proven 2-D"
+                                                     : " has a batch dimension and the input is not provably batched "
+                                                       "(an unbatched input would gain a dimension)");
+    }
+    const int64_t channel_dim = linear ? t.dim() - 1 : t.dim() - (p.op.spatial_dims + 1);
+    if (t.numel() == 1) {
+      per_channel = at::full({channels}, t.to(at::kCPU, at::kDouble).reshape({}).item<double>(), f64);
+    } else {
+      bool ok = channel_dim >= 0 && t.size(channel_dim) == channels;
+      for (int64_t i = 0; ok && i < t.dim(); ++i) ok = i == channel_dim || t.size(i) == 1;
+      if (!ok) return "the constant " + shape_of(t) + " is not a per-channel constant for " + std::to_string(channels) + " channels";
+      per_channel = t.to(at::kCPU, at::kDouble).reshape({channels});
+    }
+  }
+  const auto scalar = [&](double v) { return at::full({channels}, v, f64); };
+  if (c.op == "mul") {
+    map->scale = per_channel;
+  } else if (c.op == "div") {
+    map->scale = per_channel;
+    map->divide = true;
+  } else if (c.op == "add" || c.op == "sub") {
+    const double sign = c.op == "sub" ? -1.0 : 1.0;
+    if (c.op_first) {
+      map->shift = per_channel * (sign * c.alpha);  // x + alpha*c, x - alpha*c
+    } else {
+      if (sign * c.alpha != 1.0) map->scale = scalar(sign * c.alpha);  // c + alpha*x, c - alpha*x
+      map->shift = per_channel;
+    }
+  }
+  return std::nullopt;
+}
+
+void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, double* fold_ms) {
   auto skip = [&](std::string reason) { p.fold = false; p.reason = std::move(reason); };
-  if (!p.norm.problem.empty()) return skip(p.norm.kind + " '" + p.norm.path + "': " + p.norm.problem);
+  const bool constant = p.norm.constant.has_value();
+  if (!p.norm.problem.empty()) {
+    return skip(constant ? p.norm.problem : p.norm.kind + " '" + p.norm.path + "': " + p.norm.problem);
+  }
   if (!p.op.problem.empty()) return skip(p.op.kind + ": " + p.op.problem);
   if (auto why = exclusive(view, p.chain, "the convolution's output")) return skip(*why);
   if (auto why = exclusive(view, p.op.weight_chain, "the weight")) return skip(*why);
-  if (auto why = kinds_match(view, p)) return skip(*why);
+  if (!constant) {
+    if (auto why = kinds_match(view, p)) return skip(*why);
+  }
+  if (options.tune) {
+    if (auto why = tune_problem(view, p)) return skip(*why);
+  }
   FoldInput in;
   in.weight = p.op.weight->owner.attr(p.op.weight->name).toTensor();
   if (p.op.bias) {
@@ -76,8 +155,22 @@ void decide(const ProgramView& view, Pair& p, double* fold_ms) {
   }
   in.layout = p.op.layout;
   in.groups = p.op.groups;
+  if (options.exact) {
+    auto e = options.exact->find(p.op.weight->key());
+    if (e != options.exact->end()) {
+      in.weight64 = e->second.first;
+      in.bias64 = e->second.second;
+    }
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  FoldOutcome out = fold(in, p.norm.stats);
+  FoldOutcome out;
+  if (constant) {
+    AffineMap map;
+    if (auto why = constant_map(view, p, in.weight, &map)) return skip(*why);
+    out = fold_affine(in, map);
+  } else {
+    out = fold(in, p.norm.stats);
+  }
   *fold_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!out.folded) return skip(out.reason);
   p.folded = std::move(out.folded);
@@ -169,7 +262,45 @@ bool enforce_consistency(const ProgramView& view, std::vector<Pair>& pairs,
   return changed;
 }
 
+// Attribute keys some program point assigns (prim::SetAttr).
+std::map<std::string, const Frame*> assigned_attributes(const ProgramView& view) {
+  std::map<std::string, const Frame*> out;
+  for (const Frame* f : view.frames()) {
+    for_each_node(f->graph->block(), [&](Node* n) {
+      if (n->kind() != c10::prim::SetAttr || view.is_dead(n)) return;
+      if (auto m = view.module_of(n->input(0), *f)) out[join_path(m->second, n->s(c10::attr::name))] = f;
+    });
+  }
+  return out;
+}
+
+// A constant stored in an attribute is constant only if this op is its one
+// reader and nothing assigns it.
+void check_constant_attributes(const ProgramView& view, const std::map<std::string, std::vector<Site>>& readers,
+                               std::vector<Pair>& pairs) {
+  const auto assigned = assigned_attributes(view);
+  for (Pair& p : pairs) {
+    if (!p.fold || !p.norm.constant || !p.norm.constant->attribute) continue;
+    const std::string key = p.norm.constant->attribute->key();
+    if (auto it = assigned.find(key); it != assigned.end()) {
+      p.fold = false;
+      p.reason = "'" + key + "' is assigned in " + where(*it->second) + ", so it is not a constant";
+      continue;
+    }
+    auto it = readers.find(key);
+    if (it == readers.end()) continue;
+    for (const Site& r : it->second) {
+      if (same_site(r, p.norm.constant->attribute_read)) continue;
+      p.fold = false;
+      p.reason = "'" + key + "' is also read in " + where(*r.frame) + ", so it cannot be absorbed";
+      break;
+    }
+  }
+}
+
 }  // namespace
+
+std::string op_path(const LinearOp& op) { return op.weight ? op.weight->path : op.frame->path; }
 
 int count_distinct(const std::vector<NormUnit>& units) {
   std::set<std::string> seen;  // by module path: one BatchNorm called from two methods is one
@@ -181,8 +312,10 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
   Analysis a;
   a.view = std::make_unique<ProgramView>(module);
   const ProgramView& view = *a.view;
-  std::vector<NormUnit> units = find_norm_units(view, options.treat_training_as_eval);
-  a.norm_units = count_distinct(units);
+  const bool constants = options.target == AnalyzeOptions::Target::Constants;
+  std::vector<NormUnit> units = constants ? find_constant_units(view)
+                                          : find_norm_units(view, options.treat_training_as_eval || options.tune);
+  a.norm_units = constants ? static_cast<int>(units.size()) : count_distinct(units);
   for (NormUnit& u : units) {
     Pair p;
     Site terminal = view.origin(Site{u.input, u.holder}, false, &p.chain);
@@ -194,12 +327,15 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
     const bool excluded = std::find(options.exclude.begin(), options.exclude.end(), p.norm.path) != options.exclude.end();
     if (excluded) {
       p.reason = options.exclude_reason;
+    } else if (options.only && !options.only->count({op_path(p.op), p.norm.path})) {
+      p.reason = options.only_reason;
     } else {
-      decide(view, p, &a.fold_ms);
+      decide(view, options, p, &a.fold_ms);
     }
     a.pairs.push_back(std::move(p));
   }
   const auto readers = attribute_readers(view);
+  if (constants) check_constant_attributes(view, readers, a.pairs);
   const auto tied = tied_tensors(module);
   for (int pass = 0; pass < 64 && enforce_consistency(view, a.pairs, readers, tied); ++pass) {
   }

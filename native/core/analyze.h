@@ -16,7 +16,10 @@
 
 #include <torch/script.h>
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,10 +29,24 @@
 
 namespace torchfold::core {
 
+// Exact (float64) weight and bias of operators folded earlier in the same
+// run, by weight key, so a chain of folds rounds once.
+using ExactParams = std::map<std::string, std::pair<at::Tensor, at::Tensor>>;
+
 struct AnalyzeOptions {
+  // What to look for after each operator: BatchNorms, or arithmetic with constants.
+  enum class Target { Norms, Constants } target = Target::Norms;
   bool treat_training_as_eval = false;
+  // Tune mode: pairs are checked for the on-the-fly rewrite (tune.h) instead
+  // of being folded; BatchNorms in training mode are fine.
+  bool tune = false;
   std::vector<std::string> exclude;  // norm paths never to fold
   std::string exclude_reason;
+  // When set, only these (operator path, norm path) pairs may fold; the rest
+  // are skipped with only_reason.
+  std::optional<std::set<std::pair<std::string, std::string>>> only;
+  std::string only_reason;
+  const ExactParams* exact = nullptr;
 };
 
 struct Pair {
@@ -53,5 +70,8 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
 
 // Normalizations counted once each, however many methods run them.
 int count_distinct(const std::vector<NormUnit>& units);
+
+// The module path of the operator's weight owner (what reports call "conv").
+std::string op_path(const LinearOp& op);
 
 }  // namespace torchfold::core

@@ -15,6 +15,7 @@ const char* code_name(ErrorCode code) {
     case ErrorCode::MethodNotFound: return "ERR_METHOD_NOT_FOUND";
     case ErrorCode::Io: return "ERR_IO";
     case ErrorCode::Unsupported: return "ERR_UNSUPPORTED";
+    case ErrorCode::FuseGroup: return "ERR_FUSE_GROUP";
     case ErrorCode::Torch: return "ERR_TORCH";
   }
   return "ERR_TORCH";

@@ -21,6 +21,7 @@ enum class ErrorCode {
   MethodNotFound,
   Io,
   Unsupported,
+  FuseGroup,
   Torch,
 };
 

@@ -87,32 +87,35 @@ at::Tensor round_once(const at::Tensor& exact, c10::ScalarType dtype) {
   return mid.to(dtype);
 }
 
-FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
-  FoldOutcome r;
+namespace {
+
+std::optional<std::string> check_weight(const FoldInput& in) {
   const at::Tensor& w = in.weight;
-  if (!w.defined() || w.dim() < 2) { r.reason = "the weight is not a 2-D or larger tensor"; return r; }
-  if (!at::isFloatingType(w.scalar_type())) { r.reason = "the weight is not floating point"; return r; }
+  if (!w.defined() || w.dim() < 2) return std::string("the weight is not a 2-D or larger tensor");
+  if (!at::isFloatingType(w.scalar_type())) return std::string("the weight is not floating point");
   if (in.groups < 1 || (in.layout == WeightLayout::Transposed && w.size(0) % in.groups != 0)) {
-    r.reason = "the groups do not divide the weight's channels";
-    return r;
+    return std::string("the groups do not divide the weight's channels");
   }
   const int64_t channels = out_channels(w, in.layout, in.groups);
-  if (in.bias.defined() && in.bias.numel() != channels) {
-    r.reason = describe_channels("the bias", in.bias.numel(), channels);
-    return r;
-  }
-  if (auto why = check_stats(norm, channels)) { r.reason = *why; return r; }
+  if (in.bias.defined() && in.bias.numel() != channels) return describe_channels("the bias", in.bias.numel(), channels);
+  return std::nullopt;
+}
 
-  const at::Tensor mean = to_f64_cpu(norm.mean), var = to_f64_cpu(norm.var);
-  const at::Tensor gamma = norm.gamma.defined() ? to_f64_cpu(norm.gamma) : at::ones_like(mean);
-  const at::Tensor beta = norm.beta.defined() ? to_f64_cpu(norm.beta) : at::zeros_like(mean);
-  const at::Tensor s = gamma / at::sqrt(var + norm.eps);
-  const at::Tensor b0 = in.bias.defined() ? to_f64_cpu(in.bias) : at::zeros_like(mean);
-  const at::Tensor w64 = to_f64_cpu(w) * scale_for_weight(s, w, in.layout, in.groups);
-  const at::Tensor b64 = (b0 - mean) * s + beta;
+at::Tensor exact_weight(const FoldInput& in) {
+  return in.weight64.defined() ? in.weight64.to(at::kCPU, at::kDouble) : to_f64_cpu(in.weight);
+}
 
+at::Tensor exact_bias(const FoldInput& in, const at::Tensor& zeros_like_this) {
+  if (in.bias64.defined()) return in.bias64.to(at::kCPU, at::kDouble);
+  return in.bias.defined() ? to_f64_cpu(in.bias) : at::zeros_like(zeros_like_this);
+}
+
+// Rounds the exact results once to the parameter dtypes, on the weight's device.
+FoldOutcome finish(const FoldInput& in, const at::Tensor& w64, const at::Tensor& b64) {
+  FoldOutcome r;
+  const at::Tensor& w = in.weight;
   const c10::ScalarType bias_dtype = in.bias.defined() ? in.bias.scalar_type() : w.scalar_type();
-  Folded out{round_once(w64, w.scalar_type()), round_once(b64, bias_dtype)};
+  Folded out{round_once(w64, w.scalar_type()), round_once(b64, bias_dtype), w64, b64};
   if (!all_finite(out.weight) || !all_finite(out.bias)) {
     r.reason = "the folded values overflow " + std::string(c10::toString(w.scalar_type()));
     return r;
@@ -121,6 +124,52 @@ FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
   out.bias = out.bias.to(w.device());
   r.folded = std::move(out);
   return r;
+}
+
+}  // namespace
+
+FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
+  FoldOutcome r;
+  const at::Tensor& w = in.weight;
+  if (auto why = check_weight(in)) { r.reason = *why; return r; }
+  const int64_t channels = out_channels(w, in.layout, in.groups);
+  if (auto why = check_stats(norm, channels)) { r.reason = *why; return r; }
+
+  const at::Tensor mean = to_f64_cpu(norm.mean), var = to_f64_cpu(norm.var);
+  const at::Tensor gamma = norm.gamma.defined() ? to_f64_cpu(norm.gamma) : at::ones_like(mean);
+  const at::Tensor beta = norm.beta.defined() ? to_f64_cpu(norm.beta) : at::zeros_like(mean);
+  const at::Tensor s = gamma / at::sqrt(var + norm.eps);
+  const at::Tensor b0 = exact_bias(in, mean);
+  const at::Tensor w64 = exact_weight(in) * scale_for_weight(s, w, in.layout, in.groups);
+  const at::Tensor b64 = (b0 - mean) * s + beta;
+  return finish(in, w64, b64);
+}
+
+FoldOutcome fold_affine(const FoldInput& in, const AffineMap& map) {
+  FoldOutcome r;
+  if (auto why = check_weight(in)) { r.reason = *why; return r; }
+  const at::Tensor& w = in.weight;
+  const int64_t channels = out_channels(w, in.layout, in.groups);
+  for (const auto* t : {&map.scale, &map.shift}) {
+    if (!t->defined()) continue;
+    if (t->numel() != channels) { r.reason = describe_channels("the constant", t->numel(), channels); return r; }
+    if (!all_finite(*t)) { r.reason = "the constant is not finite"; return r; }
+  }
+  if (map.divide && map.scale.defined() && map.scale.eq(0).any().item<bool>()) {
+    r.reason = "the divisor has zeros";
+    return r;
+  }
+  at::Tensor w64 = exact_weight(in);
+  const at::Tensor zeros = at::zeros({channels}, at::TensorOptions().dtype(at::kDouble));
+  at::Tensor b64 = exact_bias(in, zeros);
+  if (map.scale.defined()) {
+    const at::Tensor s = map.scale.to(at::kCPU, at::kDouble).reshape({channels});
+    const at::Tensor sw = scale_for_weight(s, w, in.layout, in.groups);
+    w64 = map.divide ? w64 / sw : w64 * sw;
+    b64 = map.divide ? b64 / s : b64 * s;
+  }
+  if (map.shift.defined()) b64 = b64 + map.shift.to(at::kCPU, at::kDouble).reshape({channels});
+  return finish(in, w64, b64);
 }
 
 }  // namespace torchfold::core

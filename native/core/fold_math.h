@@ -37,12 +37,27 @@ struct NormStats {
 struct FoldInput {
   at::Tensor weight;
   at::Tensor bias;        // undefined when the conv has none
+  // Exact float64 values of weight and bias when an earlier fold in the same
+  // run produced them: a chain (conv -> mul -> BN) is then rounded once, at
+  // the end, instead of once per step. Undefined: use weight/bias.
+  at::Tensor weight64, bias64;
   WeightLayout layout = WeightLayout::OutFirst;
   int64_t groups = 1;
 };
 
 struct Folded {
-  at::Tensor weight, bias;  // same dtype and device as the input weight
+  at::Tensor weight, bias;      // same dtype and device as the input weight
+  at::Tensor weight64, bias64;  // the exact values before rounding (CPU float64)
+};
+
+// A per-output-channel affine map applied to the operator's output:
+//     y = x * scale + shift      (or x / scale + shift with divide)
+// Each tensor is [channels] float64, or undefined for "none". Folds as
+//     W' = W * scale (W / scale),   B' = B * scale (B / scale) + shift.
+struct AffineMap {
+  at::Tensor scale;
+  at::Tensor shift;
+  bool divide = false;
 };
 
 struct FoldOutcome {
@@ -54,6 +69,7 @@ struct FoldOutcome {
 int64_t out_channels(const at::Tensor& weight, WeightLayout layout, int64_t groups);
 
 FoldOutcome fold(const FoldInput& in, const NormStats& norm);
+FoldOutcome fold_affine(const FoldInput& in, const AffineMap& map);
 
 // Rounds a float64 tensor once to `dtype` (correctly rounded; see above).
 at::Tensor round_once(const at::Tensor& exact, c10::ScalarType dtype);

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "analyze.h"
 #include "patterns.h"
 #include "runtime.h"
 #include "transform.h"
+#include "tune.h"
+#include "error.h"
 
 namespace torchfold::core {
 
@@ -23,44 +26,71 @@ double ms_since(Clock::time_point t) {
 }
 
 // One entry per (operator, norm): a pair reached from several root methods
-// (forward calling _forward_impl, an exported method) is listed once.
-std::vector<PairReport> describe_pairs(const Analysis& a) {
-  std::vector<PairReport> out;
-  std::map<std::string, size_t> index;
-  for (const Pair& p : a.pairs) {
-    const std::string conv = p.op.weight ? p.op.weight->path : p.op.frame->path;
-    const std::string key = p.norm.path + "|" + conv;
-    auto it = index.find(key);
-    if (it != index.end()) {
-      auto& methods = out[it->second].methods;
-      if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) methods.push_back(p.method);
-      // Folded only if it folds everywhere it runs.
-      if (!p.fold && out[it->second].folded) {
-        out[it->second].folded = false;
-        out[it->second].reason = p.reason;
+// (forward calling _forward_impl, an exported method) is listed once. Entries
+// from a later round of the same run update earlier ones.
+class PairBook {
+ public:
+  void add(const Analysis& a) {
+    std::map<std::string, PairReport> round;  // this analysis, one entry per key
+    std::vector<std::string> order;
+    for (const Pair& p : a.pairs) {
+      const std::string conv = op_path(p.op);
+      const std::string key = p.norm.constant ? conv + "|" + p.norm.kind + "|" + p.norm.constant->describe
+                                              : p.norm.path + "|" + conv;
+      auto it = round.find(key);
+      if (it == round.end()) {
+        PairReport r;
+        r.method = p.method;
+        r.conv = conv;
+        r.norm = p.norm.constant ? "" : p.norm.path;
+        r.kind = p.op.kind;
+        r.norm_kind = p.norm.kind;
+        r.folded = true;
+        if (p.norm.constant) r.constant = p.norm.constant->describe;
+        it = round.emplace(key, std::move(r)).first;
+        order.push_back(key);
+        constant_[key] = p.norm.constant.has_value();
       }
-      continue;
+      PairReport& r = it->second;
+      if (std::find(r.methods.begin(), r.methods.end(), p.method) == r.methods.end()) r.methods.push_back(p.method);
+      if (!p.fold && r.folded) {  // folded only if it folds everywhere it runs
+        r.folded = false;
+        r.reason = p.reason;
+      }
     }
-    PairReport r;
-    r.method = p.method;
-    r.methods = {p.method};
-    r.conv = conv;
-    r.norm = p.norm.path;
-    r.kind = p.op.kind;
-    r.norm_kind = p.norm.kind;
-    r.folded = p.fold;
-    r.reason = p.reason;
-    index[key] = out.size();
-    out.push_back(std::move(r));
+    for (const std::string& key : order) {
+      auto it = index_.find(key);
+      if (it == index_.end()) {
+        index_[key] = entries_.size();
+        keys_.push_back(key);
+        entries_.push_back(round[key]);
+      } else if (!entries_[it->second].folded) {
+        entries_[it->second] = round[key];  // a later round may fold what an earlier one could not
+      }
+    }
   }
-  return out;
-}
+  std::vector<PairReport> pairs(bool constants) const {
+    std::vector<PairReport> out;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (constant_.at(keys_[i]) == constants) out.push_back(entries_[i]);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<PairReport> entries_;
+  std::vector<std::string> keys_;
+  std::map<std::string, bool> constant_;
+  std::map<std::string, size_t> index_;
+};
 
 // A copy with its own compilation unit, class types and graphs, so the
 // rewrite cannot reach the caller's module. A round trip through the
 // serializer (rather than Module::clone(), which mangles new type names with
 // a counter shared by every clone of the unit) keeps the class names of the
 // input, so the same input always gives the same saved bytes.
+}  // namespace
+
 ModulePtr private_copy(const torch::jit::Module& module) {
   std::stringstream buffer;
   try {
@@ -72,10 +102,76 @@ ModulePtr private_copy(const torch::jit::Module& module) {
   return std::make_shared<torch::jit::Module>(torch::jit::load(buffer, c10::Device(device)));
 }
 
+namespace {
+
 int folded_count(const std::vector<PairReport>& pairs) {
   int n = 0;
   for (const auto& p : pairs) n += p.folded ? 1 : 0;
   return n;
+}
+
+}  // namespace
+
+namespace {
+
+std::string quoted_group(const std::vector<std::string>& g) {
+  std::string s = "[";
+  for (size_t i = 0; i < g.size(); ++i) s += (i ? ", '" : "'") + g[i] + "'";
+  return s + "]";
+}
+
+bool has_submodule(const torch::jit::Module& root, const std::string& path) {
+  for (const auto& m : root.named_modules()) {
+    if (m.name == path) return true;
+  }
+  return false;
+}
+
+bool same(const Site& a, const Site& b) { return a.value == b.value && a.frame == b.frame; }
+
+// Checks every requested group against an analysis made with `only` = the
+// groups; throws ERR_FUSE_GROUP naming the first group that cannot fold.
+void check_groups(const torch::jit::Module& module, const Analysis& a,
+                  const std::vector<std::vector<std::string>>& groups) {
+  const ProgramView& view = *a.view;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const auto& g = groups[i];
+    auto fail = [&](const std::string& why) {
+      throw Error(ErrorCode::FuseGroup, "options.modules[" + std::to_string(i) + "] " + quoted_group(g) + ": " + why);
+    };
+    for (const std::string& path : g) {
+      if (!has_submodule(module, path)) fail("'" + path + "' is not a submodule of this module");
+    }
+    std::vector<const Pair*> found;
+    for (const Pair& p : a.pairs) {
+      if (op_path(p.op) == g[0] && p.norm.path == g[1]) found.push_back(&p);
+    }
+    if (found.empty()) {
+      for (const Pair& p : a.pairs) {
+        if (p.norm.path == g[1]) fail("'" + g[1] + "' runs on the output of '" + op_path(p.op) + "', not of '" + g[0] + "'");
+      }
+      for (const Pair& p : a.pairs) {
+        if (op_path(p.op) == g[0]) fail("the output of '" + g[0] + "' goes to '" + p.norm.path + "', not to '" + g[1] + "'");
+      }
+      fail("not a convolution/linear -> BatchNorm pair in the graph ('" + g[1] +
+           "' is not a BatchNorm that runs directly on the output of '" + g[0] + "')");
+    }
+    for (const Pair* p : found) {
+      if (!p->fold) fail("cannot be folded: " + p->reason);
+    }
+    if (g.size() < 3) continue;
+    // [conv, norm, activation]: the activation must run on the norm's output;
+    // it stays as it is.
+    bool follows = false;
+    for (const Pair* p : found) {
+      const Site norm_out = view.origin(Site{p->norm.remove->output(), p->norm.holder}, false);
+      for (const Frame* f : view.frames()) {
+        if (f->path != g[2] || !f->caller || f->is_function || f->call_node->inputs().size() < 2) continue;
+        follows = follows || same(view.origin(Site{f->call_node->input(1), f->caller}, false), norm_out);
+      }
+    }
+    if (!follows) fail("'" + g[2] + "' does not run on the output of '" + g[1] + "'");
+  }
 }
 
 }  // namespace
@@ -85,37 +181,82 @@ FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& opti
   c10::NoGradGuard no_grad;
   const auto start = Clock::now();
   FuseResult result;
-  result.report.device = module_device(module);
-  AnalyzeOptions analyze_options;
-  analyze_options.treat_training_as_eval = options.treat_training_as_eval;
-  analyze_options.exclude = options.exclude;
-  analyze_options.exclude_reason = options.exclude_reason;
-
-  if (options.dry_run) {
-    Analysis a = analyze(module, analyze_options);
-    result.report.analyze_ms = ms_since(start) - a.fold_ms;
-    result.report.fold_ms = a.fold_ms;
-    result.report.pairs = describe_pairs(a);
-    result.report.norms_before = a.norm_units;
-    result.report.norms_after = a.norm_units - folded_count(result.report.pairs);
-    result.report.total_ms = ms_since(start);
-    return result;
+  FuseReport& report = result.report;
+  report.device = module_device(module);
+  const bool tune = options.mode == FuseOptions::Mode::Tune;
+  report.mode = tune ? "tune" : "fold";
+  AnalyzeOptions norms;
+  norms.treat_training_as_eval = options.treat_training_as_eval;
+  norms.tune = tune;
+  norms.exclude = options.exclude;
+  norms.exclude_reason = options.exclude_reason;
+  if (options.has_groups) {
+    norms.only.emplace();
+    for (const auto& g : options.groups) {
+      if (g.size() >= 2) norms.only->insert({g[0], g[1]});
+    }
+    norms.only_reason = "not listed in options.modules";
   }
+  ExactParams exact;
+  norms.exact = &exact;
+  AnalyzeOptions constants = norms;
+  constants.target = AnalyzeOptions::Target::Constants;
+  constants.tune = false;
+  constants.only.reset();
 
-  auto copy = private_copy(module);
-  auto t = Clock::now();
-  Analysis a = analyze(*copy, analyze_options);  // also computes the folded tensors
-  result.report.analyze_ms = ms_since(t) - a.fold_ms;
-  result.report.fold_ms = a.fold_ms;
-  result.report.pairs = describe_pairs(a);
-  result.report.norms_before = a.norm_units;
-  t = Clock::now();
-  apply_folds(*copy, a);
-  result.report.rewrite_ms = ms_since(t);
-  a.view.reset();
-  result.report.norms_after = count_distinct(find_norm_units(ProgramView(*copy), false));
-  result.module = copy;
-  result.report.total_ms = ms_since(start);
+  // The plain analysis needs no copy; anything that iterates works on one.
+  ModulePtr copy = options.dry_run && !options.constants ? nullptr : private_copy(module);
+  const torch::jit::Module& subject = copy ? *copy : module;
+  PairBook book;
+  bool first = true;
+  const int max_rounds = options.constants ? 8 : 1;
+  for (int round = 1; round <= max_rounds; ++round) {
+    int changed = 0;
+    if (options.constants) {
+      auto t = Clock::now();
+      Analysis a = analyze(*copy, constants);
+      report.analyze_ms += ms_since(t) - a.fold_ms;
+      report.fold_ms += a.fold_ms;
+      book.add(a);
+      t = Clock::now();
+      TransformStats st = apply_folds(*copy, a, &exact);
+      report.rewrite_ms += ms_since(t);
+      report.steps.push_back({"constants", round, st.folded, ms_since(t) + a.fold_ms});
+      changed += st.folded;
+    }
+    auto t = Clock::now();
+    Analysis a = analyze(subject, norms);
+    report.analyze_ms += ms_since(t) - a.fold_ms;
+    report.fold_ms += a.fold_ms;
+    if (first) {
+      report.norms_before = a.norm_units;
+      if (options.has_groups) check_groups(subject, a, options.groups);
+      first = false;
+    }
+    book.add(a);
+    if (copy) {
+      t = Clock::now();
+      const int n = tune ? apply_tune(*copy, a) : apply_folds(*copy, a, &exact).folded;
+      for (const Pair& p : a.pairs) {
+        if (p.fold) norms.exclude.push_back(p.norm.path);  // done: a later round must not touch it again
+      }
+      norms.exclude_reason = "already rewritten";
+      report.rewrite_ms += ms_since(t);
+      report.steps.push_back({tune ? "tune" : "fold", round, n, ms_since(t) + a.fold_ms});
+      changed += n;
+    }
+    if (changed == 0) break;
+  }
+  report.pairs = book.pairs(false);
+  report.absorbed = book.pairs(true);
+  if (copy) {
+    report.norms_after = tune ? report.norms_before - folded_count(report.pairs)
+                              : count_distinct(find_norm_units(ProgramView(*copy), false));
+  } else {
+    report.norms_after = report.norms_before - folded_count(report.pairs);
+  }
+  if (!options.dry_run) result.module = copy;
+  report.total_ms = ms_since(start);
   return result;
 }
 

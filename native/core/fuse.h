@@ -13,7 +13,14 @@
 namespace torchfold::core {
 
 struct FuseOptions {
+  enum class Mode { Fold, Tune } mode = Mode::Fold;
   bool dry_run = false;
+  // Also absorb arithmetic with constants (mul/div/add/sub) into the operators.
+  bool constants = false;
+  // Fold exactly these groups ([conv, norm] or [conv, norm, activation]) and
+  // nothing else; a group that cannot fold is an ERR_FUSE_GROUP error.
+  std::vector<std::vector<std::string>> groups;
+  bool has_groups = false;
   bool treat_training_as_eval = false;
   // Norm module paths to leave unfolded (validation uses it to isolate a
   // pair), with the reason to report for them.
@@ -30,10 +37,21 @@ struct PairReport {
   std::string norm_kind;  // "BatchNorm2d", "FrozenBatchNorm2d", "batch_norm"
   bool folded = false;
   std::string reason;     // why not, when !folded
+  std::string constant;   // constant absorption: "scalar 0.5", "'scale' [8, 1, 1]"
+};
+
+struct StepReport {
+  std::string name;  // "fold", "tune", "constants"
+  int round = 1;
+  int changed = 0;   // pairs folded (or rewritten) by this step
+  double ms = 0;
 };
 
 struct FuseReport {
+  std::string mode = "fold";
   std::vector<PairReport> pairs;
+  std::vector<PairReport> absorbed;  // constant absorption (kind = the op: "mul", ...)
+  std::vector<StepReport> steps;
   int norms_before = 0;  // normalizations that run, before
   int norms_after = 0;   // ... and after (counted again on the result)
   double analyze_ms = 0, fold_ms = 0, rewrite_ms = 0, total_ms = 0;
@@ -44,6 +62,10 @@ struct FuseResult {
   ModulePtr module;  // null for a dry run
   FuseReport report;
 };
+
+// A copy with its own class types and graphs (a serializer round trip), safe
+// to rewrite; the same input always gives the same saved bytes.
+ModulePtr private_copy(const torch::jit::Module& module);
 
 FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& options);
 

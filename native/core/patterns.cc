@@ -1,6 +1,7 @@
 #include "patterns.h"
 
 #include <set>
+#include <sstream>
 
 namespace torchfold::core {
 
@@ -270,6 +271,108 @@ std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
     op.problem = "its bias is computed, not stored in the module";
   }
   return op;
+}
+
+}  // namespace torchfold::core
+
+namespace torchfold::core {
+
+namespace {
+
+std::string shape_text(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// The constant operand of an arithmetic op: a number or tensor literal, or a
+// tensor attribute read as is (its other readers are checked in analysis).
+std::optional<ConstantOp> constant_operand(const ProgramView& view, Site s) {
+  ConstantOp c;
+  Site o = view.origin(s, false);
+  if (o.value->node()->kind() == c10::prim::Constant) {
+    auto v = torch::jit::toIValue(o.value);
+    if (!v) return std::nullopt;
+    if (v->isDouble() || v->isInt()) {
+      c.constant = *v;
+      std::ostringstream os;
+      os << "scalar " << (v->isDouble() ? v->toDouble() : static_cast<double>(v->toInt()));
+      c.describe = os.str();
+      return c;
+    }
+    if (v->isTensor() && v->toTensor().defined()) {
+      c.constant = *v;
+      c.describe = "constant " + shape_text(v->toTensor());
+      return c;
+    }
+    return std::nullopt;
+  }
+  if (auto a = view.attribute_of(s, false)) {
+    c10::IValue v = a->owner.attr(a->name);
+    if (!v.isTensor() || !v.toTensor().defined()) return std::nullopt;
+    c.constant = v;
+    c.attribute = a;
+    c.attribute_read = o;
+    c.describe = "'" + a->key() + "' " + shape_text(v.toTensor());
+    return c;
+  }
+  return std::nullopt;
+}
+
+const char* arithmetic_name(const Node* n) {
+  if (n->kind() == c10::aten::mul) return "mul";
+  if (n->kind() == c10::aten::div) return "div";
+  if (n->kind() == c10::aten::add) return "add";
+  if (n->kind() == c10::aten::sub) return "sub";
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<NormUnit> find_constant_units(const ProgramView& view) {
+  std::vector<NormUnit> units;
+  for (const Frame* f : view.frames()) {
+    for_each_node(f->graph->block(), [&](Node* n) {
+      const char* name = arithmetic_name(n);
+      if (!name || view.is_dead(n) || n->outputs().size() != 1 || n->inputs().size() < 2) return;
+      // div with rounding_mode, and the overloads with an out= argument, are not affine.
+      const std::string op = name;
+      if (op == "div" && n->inputs().size() != 2) return;
+      if ((op == "mul") && n->inputs().size() != 2) return;
+      if ((op == "add" || op == "sub") && n->inputs().size() != 3) return;
+      if (!n->input(0)->type()->isSubtypeOf(*c10::TensorType::get()) &&
+          !n->input(1)->type()->isSubtypeOf(*c10::TensorType::get())) return;
+      int op_index = -1;
+      for (int i : {0, 1}) {
+        Site terminal = view.origin(Site{n->input(static_cast<size_t>(i)), f}, false);
+        if (linear_op_at(view, terminal)) { op_index = i; break; }
+      }
+      if (op_index < 0) return;
+      auto c = constant_operand(view, Site{n->input(static_cast<size_t>(1 - op_index)), f});
+      if (!c) return;
+      c->op = op;
+      c->op_first = op_index == 0;
+      NormUnit u;
+      u.holder = f;
+      u.remove = n;
+      u.input = n->input(static_cast<size_t>(op_index));
+      u.kind = op;
+      u.path = c->attribute ? c->attribute->key() : f->path;
+      if (n->inputs().size() == 3) {
+        auto alpha = view.constant_of(Site{n->input(2), f}, false);
+        if (alpha && (alpha->isDouble() || alpha->isInt())) {
+          c->alpha = alpha->isDouble() ? alpha->toDouble() : static_cast<double>(alpha->toInt());
+        } else {
+          u.problem = "its alpha is not a constant";
+        }
+      }
+      if (op == "div" && !c->op_first) u.problem = "it divides by the operator's output, which is not linear";
+      if (c->attribute) u.stat_keys.push_back(c->attribute->key());
+      u.constant = std::move(c);
+      units.push_back(std::move(u));
+    });
+  }
+  return units;
 }
 
 }  // namespace torchfold::core

@@ -13,6 +13,18 @@
 
 namespace torchfold::core {
 
+// An arithmetic op with a constant that a linear operator's output passes
+// through: mul, div, add, sub (constant absorption).
+struct ConstantOp {
+  std::string op;               // "mul", "div", "add", "sub"
+  bool op_first = true;         // the operator's output is the op's first operand
+  c10::IValue constant;         // a number or a tensor, as found
+  double alpha = 1.0;           // add/sub's alpha
+  std::optional<AttrRef> attribute;  // where a tensor constant is stored, if it is an attribute
+  Site attribute_read;          // the GetAttr it is read through
+  std::string describe;         // "scalar 0.5", "'scale' [8, 1, 1]", "constant [8, 1, 1]"
+};
+
 struct NormUnit {
   const Frame* holder = nullptr;  // frame whose graph holds `remove`
   Node* remove = nullptr;         // CallMethod of the norm module, or aten::batch_norm
@@ -26,6 +38,7 @@ struct NormUnit {
   std::vector<std::string> stat_keys;  // attribute keys read (for tying checks)
   bool training = false;
   std::string problem;
+  std::optional<ConstantOp> constant;  // set for constant absorption units
 };
 
 struct LinearOp {
@@ -43,6 +56,11 @@ struct LinearOp {
 };
 
 std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_training_as_eval);
+// Arithmetic ops with a constant whose other operand is a linear operator's
+// output (constant absorption). Only ops whose constant is really constant
+// (a literal, a traced constant, a tensor attribute) are listed.
+std::vector<NormUnit> find_constant_units(const ProgramView& view);
+
 // The operator that produced `s` (after following values back), if it is one.
 std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal);
 

@@ -93,13 +93,12 @@ void set_folded_params(torch::jit::Module& root, Pair& p, std::set<const Node*>&
   if (bias_rewired.insert(p.op.node).second) read_bias_in_graph(p.op);
 }
 
+// The unit's input (x of CallMethod(module, x), of F.batch_norm, of
+// aten::batch_norm, or the operator's operand of a mul/div/add/sub) takes the
+// place of its output.
 void remove_norm(const NormUnit& u) {
-  Node* n = u.remove;
-  // CallMethod(module, x) and CallFunction(fn, x, ...) take x second; aten::batch_norm first.
-  const bool call = n->kind() == c10::prim::CallMethod || n->kind() == c10::prim::CallFunction;
-  JValue* in = call ? n->input(1) : n->input(0);
-  n->output()->replaceAllUsesWith(in);
-  n->destroy();
+  u.remove->output()->replaceAllUsesWith(u.input);
+  u.remove->destroy();
 }
 
 // Objects of a class that gained an attribute need a slot for it, even the
@@ -114,7 +113,7 @@ void fill_missing_slots(torch::jit::Module& root) {
 
 }  // namespace
 
-TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis) {
+TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, ExactParams* exact) {
   TransformStats stats;
   std::set<std::string> weights_done;
   std::set<const Node*> removed, bias_rewired;
@@ -124,6 +123,7 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis) {
     ++stats.folded;
     if (weights_done.insert(p.op.weight->key()).second) {
       set_folded_params(module, p, bias_rewired);
+      if (exact) (*exact)[p.op.weight->key()] = {p.folded->weight64, p.folded->bias64};
       touched.insert(p.op.node->owningGraph());
     }
     if (removed.insert(p.norm.remove).second) {

@@ -21,6 +21,8 @@ struct TransformStats {
   std::vector<std::string> dropped_norms;  // norm modules removed from the tree
 };
 
-TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis);
+// With `exact`, the float64 values of every folded weight and bias are
+// recorded there for later folds in the same run.
+TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, ExactParams* exact = nullptr);
 
 }  // namespace torchfold::core

@@ -1,0 +1,45 @@
+/** Options of ScriptModule.toHalf(). */
+import { rangeError, typeError } from './errors';
+import type { SampleInput } from './fuse';
+import { Tensor } from './tensor';
+import { expectKnownKeys, expectOptions } from './validate';
+
+export interface HalfOptions {
+  /** 'float16' (default) or 'bfloat16'. CPU builds of libtorch 1.13 run Linear/Conv only in bfloat16. */
+  dtype?: 'float16' | 'bfloat16';
+  /** Convert every Linear/Conv layer with at least this many parameter elements (default 0: all). */
+  minParams?: number;
+  /** Exactly these module paths instead (minParams is then ignored). */
+  layers?: string[];
+  /** Compare the converted module's outputs with this module's on these inputs (tolerances default 1e-2). */
+  validate?: { inputs: SampleInput[]; atol?: number; rtol?: number; seed?: number };
+}
+
+export function checkHalfOptions(options: unknown): HalfOptions {
+  const o = expectOptions<HalfOptions>(options, 'options');
+  expectKnownKeys(o, ['dtype', 'minParams', 'layers', 'validate'], 'options');
+  if (o.dtype !== undefined && o.dtype !== 'float16' && o.dtype !== 'bfloat16') {
+    throw rangeError("'float16' or 'bfloat16'", 'options.dtype', o.dtype);
+  }
+  if (o.minParams !== undefined && (typeof o.minParams !== 'number' || !Number.isSafeInteger(o.minParams) || o.minParams < 0)) {
+    throw rangeError('an integer >= 0', 'options.minParams', o.minParams);
+  }
+  if (o.layers !== undefined) {
+    if (!Array.isArray(o.layers) || o.layers.length === 0 || !o.layers.every((l) => typeof l === 'string' && l.length > 0)) {
+      throw typeError('a non-empty array of module paths', 'options.layers', o.layers);
+    }
+    if (o.minParams !== undefined) throw rangeError('either layers or minParams, not both', 'options', o);
+  }
+  if (o.validate !== undefined) {
+    const v = expectOptions<NonNullable<HalfOptions['validate']>>(o.validate, 'options.validate');
+    expectKnownKeys(v, ['inputs', 'atol', 'rtol', 'seed'], 'options.validate');
+    if (!Array.isArray(v.inputs) || v.inputs.length === 0 ||
+        !v.inputs.every((x) => x instanceof Tensor || (Array.isArray(x) && x.every((d) => Number.isSafeInteger(d) && d >= 0)))) {
+      throw typeError('a non-empty array of Tensors or shapes', 'options.validate.inputs', v.inputs);
+    }
+    for (const k of ['atol', 'rtol'] as const) {
+      if (v[k] !== undefined && (typeof v[k] !== 'number' || !(v[k]! >= 0))) throw rangeError('a number >= 0', `options.validate.${k}`, v[k]);
+    }
+  }
+  return o;
+}
