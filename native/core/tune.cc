@@ -37,6 +37,22 @@ bool passes(const std::vector<Site>& chain, JValue* v, const Frame* f) {
   return false;
 }
 
+// A constant argument, including int lists built from constants
+// (prim::ListConstruct), as Conv modules pass stride and padding.
+std::optional<c10::IValue> constant_arg(const ProgramView& view, Site s) {
+  if (auto c = view.constant_of(s, false)) return c;
+  Site o = view.origin(s, false);
+  Node* n = o.value->node();
+  if (n->kind() != c10::prim::ListConstruct) return std::nullopt;
+  std::vector<int64_t> ints;
+  for (JValue* v : n->inputs()) {
+    auto c = view.constant_of(Site{v, o.frame}, false);
+    if (!c || !c->isInt()) return std::nullopt;
+    ints.push_back(c->toInt());
+  }
+  return c10::IValue(ints);
+}
+
 bool is_tensor(const c10::TypePtr& t) { return t->kind() == c10::TypeKind::TensorType; }
 bool is_optional_tensor(const c10::TypePtr& t) {
   auto o = t->cast<c10::OptionalType>();
@@ -82,8 +98,12 @@ std::variant<Plan, std::string> make_plan(const ProgramView& view, const Pair& p
     return plan;
   }
   if (plan.producer->kind() != c10::prim::CallMethod || plan.producer->s(c10::attr::name) != "forward" ||
-      plan.producer->inputs().size() != 2) {
+      plan.producer->inputs().size() < 2) {
     return std::string("the BatchNorm's input is not made by a conv module call in the same graph");
+  }
+  for (size_t i = 2; i < plan.producer->inputs().size(); ++i) {  // e.g. ConvTranspose's output_size=None
+    auto c = view.constant_of(Site{plan.producer->input(i), holder}, false);
+    if (!c || !c->isNone()) return std::string("the conv module is called with more than its input");
   }
   auto callee = holder->child_for_call.find(plan.producer);
   if (callee == holder->child_for_call.end() || callee->second->path != p.op.weight->path) {
@@ -111,7 +131,7 @@ std::variant<Plan, std::string> make_plan(const ProgramView& view, const Pair& p
     if (plan.has_bias && !is_tensor(t) && !is_optional_tensor(t)) return std::string("the bias is not typed Tensor");
   }
   for (size_t i = 3; i < p.op.node->inputs().size(); ++i) {
-    auto c = view.constant_of(Site{p.op.node->input(i), p.op.frame}, false);
+    auto c = constant_arg(view, Site{p.op.node->input(i), p.op.frame});
     if (!c) return std::string("the convolution's arguments are not constants");
     plan.constant_args.push_back(*c);
   }
@@ -158,8 +178,31 @@ void rewrite(const Plan& plan) {
   JValue* weight = plan.direct ? plan.weight : g.insertGetAttr(plan.conv_module, plan.weight_name);
   JValue* scaled_weight = g.insert(c10::aten::mul, {weight, g.insert(c10::aten::reshape, {scale, shape})});
   JValue* bias = nullptr;
-  if (plan.has_bias) bias = plan.direct ? as_tensor(g, plan.bias) : tensor_attr(g, plan.conv_module, plan.bias_name);
-  JValue* centered = bias ? g.insert(c10::aten::sub, {bias, mean}) : g.insert(c10::aten::neg, {mean});
+  if (plan.has_bias) bias = plan.direct ? plan.bias : g.insertGetAttr(plan.conv_module, plan.bias_name);
+  JValue* centered = nullptr;
+  if (!bias) {
+    centered = g.insert(c10::aten::neg, {mean});
+  } else if (is_tensor(bias->type())) {
+    centered = g.insert(c10::aten::sub, {bias, mean});
+  } else {
+    // Optional[Tensor]: which instances have a bias is known only at run time.
+    JValue* none = g.insertConstant(c10::IValue());
+    Node* has = g.insertNode(g.create(c10::aten::__isnot__, {bias, none}));
+    has->output()->setType(c10::BoolType::get());
+    Node* pick = g.insertNode(g.create(c10::prim::If, 0));
+    pick->addInput(has->output());
+    centered = pick->addOutput()->setType(c10::TensorType::get());
+    torch::jit::Block* with = pick->addBlock();
+    torch::jit::Block* without = pick->addBlock();
+    {
+      torch::jit::WithInsertPoint in_with(with);
+      with->registerOutput(g.insert(c10::aten::sub, {as_tensor(g, bias), mean}));
+    }
+    {
+      torch::jit::WithInsertPoint in_without(without);
+      without->registerOutput(g.insert(c10::aten::neg, {mean}));
+    }
+  }
   JValue* new_bias = g.insert(c10::aten::mul, {centered, scale});
   if (beta) new_bias = g.insert(c10::aten::add, {new_bias, beta});
   std::vector<JValue*> args = {plan.input, scaled_weight, new_bias};
