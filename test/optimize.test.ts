@@ -1,0 +1,88 @@
+// fuse({ optimize }): candidates (the input, the fused module, frozen, frozen +
+// optimize_for_inference) validated against the input module, checked for
+// kept methods and a save/load round trip, timed interleaved; the fastest
+// eligible one is returned. Models and float64 references come from PyTorch
+// (scripts/make_transform_fixtures.py), which also recorded that
+// optimize_for_inference's result cannot be saved in this libtorch.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { load, Tensor } from '../lib';
+import { decode, FIXTURES, readTensorData, tmpDir } from './helpers/fixtures';
+import { manifestOf, within } from './helpers/subdir';
+
+interface Attempt { preserved_attrs: string[] | null; save_reload: { ok: boolean; error: string | null } }
+interface OptCase {
+  file: string; input_shapes: number[][]; inputs: unknown[]; output64: unknown;
+  extra_cases?: { method: string; inputs: unknown[]; output64: unknown }[];
+  attempts: Attempt[];
+}
+const cases = manifestOf<{ optimize: Record<string, OptCase> }>('transform').optimize;
+const out = tmpDir('optimize');
+
+function maxRelTo64(t: Tensor, ref: unknown): number {
+  const r = (within('transform', ref) as { __tensor__: { file: string; dtype: 'float64'; shape: number[] } }).__tensor__;
+  const e = readTensorData(r) as Float64Array, a = t.toTypedArray() as Float32Array;
+  let scale = 0, worst = 0;
+  for (let i = 0; i < e.length; i++) scale = Math.max(scale, Math.abs(e[i]));
+  for (let i = 0; i < e.length; i++) worst = Math.max(worst, Math.abs(a[i] - e[i]));
+  return worst / scale;
+}
+
+describe.each(Object.entries(cases))('optimize %s', (name, c) => {
+  it('keeps the fastest valid candidate, never one slower than the input in the same run', async () => {
+    const m = await load(path.join(FIXTURES, 'transform', c.file));
+    const { module, report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 5, warmup: 1 } });
+    const o = report.optimize!;
+    expect(o.candidates.map((k) => k.name)).toEqual(['input', 'fused', 'frozen', 'frozen+optimized']);
+    const chosen = o.candidates.find((k) => k.name === o.chosen)!;
+    expect(chosen.eligible).toBe(true);
+    const input = o.candidates[0];
+    for (const k of o.candidates.filter((x) => x.eligible)) {
+      expect(k.latency!.medianMs, k.name).toBeGreaterThanOrEqual(chosen.latency!.medianMs);
+    }
+    expect(chosen.latency!.medianMs).toBeLessThanOrEqual(input.latency!.medianMs);
+    // PyTorch could not save optimize_for_inference's result either: the candidate is rejected for it.
+    const ofi = o.candidates.find((k) => k.name === 'frozen+optimized')!;
+    const pytorchSaves = c.attempts.every((a) => a.save_reload.ok);
+    expect(ofi.saveable).toBe(pytorchSaves);
+    if (!pytorchSaves) {
+      expect(ofi.eligible).toBe(false);
+      expect(ofi.reason).toContain('cannot be saved');
+    }
+    // Every method kept, outputs right against float64, and the result saves and reloads.
+    expect([...module.methods].sort()).toEqual([...m.methods].sort());
+    const x = c.inputs.map((t) => decode(within('transform', t)));
+    expect(maxRelTo64(await module.forward(...x) as Tensor, c.output64)).toBeLessThan(1e-4);
+    for (const e of c.extra_cases ?? []) {
+      const xs = e.inputs.map((t) => decode(within('transform', t)));
+      expect(maxRelTo64(await module.run(e.method, ...xs) as Tensor, e.output64), e.method).toBeLessThan(1e-4);
+    }
+    const file = path.join(out, `${name}.pt`);
+    await module.save(file);
+    const again = await load(file);
+    expect(Array.from((await again.forward(...x) as Tensor).toTypedArray() as Float32Array))
+      .toEqual(Array.from((await module.forward(...x) as Tensor).toTypedArray() as Float32Array));
+    fs.rmSync(file);
+  }, 240_000);
+});
+
+describe('optimize options', () => {
+  const c = cases.exported_bn;
+  it('with requireSaveable: false, an unsaveable optimize_for_inference result may be kept, and says so', async () => {
+    const m = await load(path.join(FIXTURES, 'transform', c.file));
+    const { report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 3, warmup: 1, requireSaveable: false } });
+    const ofi = report.optimize!.candidates.find((k) => k.name === 'frozen+optimized')!;
+    expect(ofi.eligible).toBe(true);
+    expect(ofi.latency).toBeDefined();
+  });
+  it('needs sample inputs, eval mode and a real options object', async () => {
+    const m = await load(path.join(FIXTURES, 'transform', c.file));
+    expect(() => m.fuse({ optimize: true })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => m.fuse({ optimize: { inputs: c.input_shapes, bogus: 1 } as never })).toThrow(/bogus/);
+    m.train();
+    const { report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 2, warmup: 0 }, treatTrainingAsEval: true });
+    const frozen = report.optimize!.candidates.filter((k) => k.name.startsWith('frozen'));
+    for (const k of frozen) expect(k.reason).toMatch(/eval mode/);
+  });
+});
