@@ -254,13 +254,17 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
     r.eligible = problems.length === 0;
     if (!r.eligible) r.reason = problems.join('; ');
   }
-  const timed = entries.filter((e) => e.report.eligible);
+  // Every candidate that runs is timed (so the report compares them side by
+  // side, e.g. with libtorch's own freeze + optimize_for_inference); only
+  // eligible ones can be chosen.
+  const timed = entries.filter((e) => e.report.eligible || e.report.validation);
   const iterations = opt.iterations ?? 20, warmup = opt.warmup ?? 3;
   const latencies = await benchmarkMany(timed.map((e) => e.run), inputs, iterations, warmup);
   timed.forEach((e, i) => { e.report.latency = latencies[i]; });
   const base = entries[0].report.latency!.medianMs;
   for (const e of timed) e.report.speedup = base / e.report.latency!.medianMs;
-  const best = timed.reduce((a, b) => (b.report.latency!.medianMs < a.report.latency!.medianMs ? b : a));
+  const best = timed.filter((e) => e.report.eligible)
+    .reduce((a, b) => (b.report.latency!.medianMs < a.report.latency!.medianMs ? b : a));
   for (const e of entries) {
     if (e !== best && e.module && e.module !== fused) await e.module.dispose();
   }

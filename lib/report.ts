@@ -52,6 +52,7 @@ export interface CandidateReport {
   saveError?: string;
   methodsKept: boolean;
   buildMs: number;
+  /** Every candidate that runs is timed, eligible or not, so the numbers compare side by side. */
   latency?: LatencyStats;
   /** input median / this median, in the same interleaved run. */
   speedup?: number;

@@ -49,6 +49,7 @@ describe.each(Object.entries(cases))('optimize %s', (name, c) => {
     if (!pytorchSaves) {
       expect(ofi.eligible).toBe(false);
       expect(ofi.reason).toContain('cannot be saved');
+      expect(ofi.latency, 'timed side by side all the same').toBeDefined();
     }
     // Every method kept, outputs right against float64, and the result saves and reloads.
     expect([...module.methods].sort()).toEqual([...m.methods].sort());
