@@ -42,6 +42,8 @@ export interface NativeModule {
   fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string;
     mode?: 'fold' | 'tune'; constants?: boolean; modules?: string[][] }): Promise<import('./fuse').NativeFuseResult>;
   freeze(options: { optimize: boolean }): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number }>;
+  describeGraph(options: { method: string; inlined: boolean; shapes: number[][];
+    highlights: { conv: string; norm: string; folded: boolean }[] }): Promise<{ graph: import('./report').GraphReport; dot: string }>;
   toHalf(options: { dtype: string; minParams: number; layers: string[] }):
     Promise<{ module: NativeModule; report: import('./report').HalfReport }>;
   to(device: string): Promise<NativeModule>;

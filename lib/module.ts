@@ -14,7 +14,7 @@ import { expectKnownKeys, expectOptions, expectString, parseDevice } from './val
 import { fromNative, toNative, TorchValue } from './values';
 import { benchmark, benchmarkMany, checkFuseOptions, compareOutputs, finishReport, FuseOptions, materialize,
   NativeFuseResult, OptimizeOptions, Runner } from './fuse';
-import { CandidateReport, FuseReport, HalfReport, OptimizeReport, ValidationReport } from './report';
+import { CandidateReport, FuseReport, HalfReport, InspectReport, OptimizeReport, ValidationReport } from './report';
 import { checkHalfOptions, HalfOptions } from './half';
 import { getNumThreads } from './runtime';
 
@@ -28,6 +28,18 @@ export interface NamedModule {
   path: string;
   /** The module's class, e.g. 'torchvision.models.resnet.BasicBlock' or 'torch.nn.modules.conv.Conv2d'. */
   type: string;
+}
+
+export interface InspectOptions {
+  treatTrainingAsEval?: boolean;
+  /** Analyze for 'tune' mode instead of 'fold'. */
+  mode?: 'fold' | 'tune';
+  /** The method whose graph is described (default 'forward'). */
+  method?: string;
+  /** Inline calls into submodules and functions (default true), so every aten op shows with its module path. */
+  inlined?: boolean;
+  /** One shape per tensor input: shapes are then propagated through the graph. */
+  inputShapes?: number[][];
 }
 
 export interface LoadOptions {
@@ -113,10 +125,29 @@ export class ScriptModule {
     return this.#track((m) => runFuse(this, m, o)) as Promise<{ module: ScriptModule; report: FuseReport }>;
   }
 
-  /** The same analysis as fuse(), changing nothing: which pairs would fold, and why the others would not. */
-  inspect(options?: Pick<FuseOptions, 'treatTrainingAsEval'>): Promise<FuseReport> {
-    const o = checkFuseOptions(options);
-    return this.#track(async (m) => (await runFuse(this, m, { ...o, dryRun: true })).report);
+  /**
+   * The same analysis as fuse(), changing nothing: which pairs would fold, and
+   * why the others would not; plus the nodes of a method's graph (inlined by
+   * default) linked to their producers and consumers, with shapes where known
+   * (give inputShapes to propagate them), and Graphviz DOT text of it with the
+   * pairs highlighted.
+   */
+  inspect(options?: InspectOptions): Promise<InspectReport> {
+    const opts = expectOptions<InspectOptions>(options, 'options');
+    expectKnownKeys(opts, ['treatTrainingAsEval', 'mode', 'method', 'inlined', 'inputShapes'], 'options');
+    const { method = 'forward', inlined = true, inputShapes = [], ...rest } = opts;
+    const o = checkFuseOptions(rest);
+    expectString(method, 'options.method');
+    if (typeof inlined !== 'boolean') throw typeError('a boolean', 'options.inlined', inlined);
+    if (!Array.isArray(inputShapes) || !inputShapes.every((d) => Array.isArray(d) && d.every((n) => Number.isSafeInteger(n) && n >= 0))) {
+      throw typeError('an array of shapes (arrays of integers >= 0)', 'options.inputShapes', inputShapes);
+    }
+    return this.#track(async (m) => {
+      const report = (await runFuse(this, m, { ...o, dryRun: true })).report;
+      const highlights = report.pairs.map((p) => ({ conv: p.conv, norm: p.norm, folded: p.status === 'folded' }));
+      const { graph, dot } = await m.describeGraph({ method, inlined, shapes: inputShapes, highlights });
+      return { ...report, graph, dot };
+    });
   }
 
   /**

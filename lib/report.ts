@@ -134,3 +134,49 @@ export interface HalfReport {
   /** With options.validate: the converted module's outputs against this module's. */
   validation?: ValidationReport;
 }
+
+/** Where a value comes from: output `output` of node `node`; node -1 = graph input `input` (0 is self); output -1 = parameter `input` of block `block` of `node` (a loop body). */
+export interface GraphValueRef { node: number; output: number; input: number; block: number }
+/** Where a value goes: input `input` of node `node` (block -1); node -1 = the method's return number `input`; block >= 0 = returned by that block of `node`. */
+export interface GraphUse { node: number; input: number; block: number }
+export interface GraphValue {
+  name: string;
+  type: string;
+  /** Known with inspect({ inputShapes }) (propagated) or from traced types. */
+  shape?: number[];
+  dtype?: string;
+  uses: GraphUse[];
+}
+export interface GraphNode {
+  index: number;
+  /** 'aten::conv2d', 'prim::CallMethod', ... */
+  kind: string;
+  /** Module path that runs it ('' for the root). */
+  module: string;
+  /** CallMethod: '<path>.<method>'; CallFunction: the function's name. */
+  callee?: string;
+  /** Source location, file:line:col. */
+  scope?: string;
+  /** Enclosing node (prim::If / prim::Loop) and which of its blocks; -1 at top level. */
+  parent: number;
+  block: number;
+  inputs: GraphValueRef[];
+  outputs: GraphValue[];
+  /** prim::Constant: its value, briefly. */
+  constant?: string;
+}
+export interface GraphReport {
+  method: string;
+  inlined: boolean;
+  inputs: GraphValue[];
+  outputs: GraphValueRef[];
+  /** Depth-first, nested blocks right after their owner. */
+  nodes: GraphNode[];
+}
+
+/** inspect(): the fuse analysis plus the method's graph and Graphviz DOT text with the pairs highlighted. */
+export interface InspectReport extends FuseReport {
+  graph: GraphReport;
+  /** Folded pairs filled green, skipped ones orange. */
+  dot: string;
+}

@@ -18,6 +18,7 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
       InstanceMethod<&ModuleWrap::To>("to"),
       InstanceMethod<&ModuleWrap::Freeze>("freeze"),
       InstanceMethod<&ModuleWrap::ToHalf>("toHalf"),
+      InstanceMethod<&ModuleWrap::DescribeGraph>("describeGraph"),
       InstanceMethod<&ModuleWrap::Methods>("methods"),
       InstanceMethod<&ModuleWrap::Graph>("graph"),
       InstanceMethod<&ModuleWrap::NamedTensors>("namedTensors"),
@@ -224,6 +225,51 @@ Napi::Value ModuleWrap::ToHalf(const Napi::CallbackInfo& info) {
         report.Set("bytesSaved", static_cast<double>(r.second.bytes_saved));
         report.Set("callSites", r.second.call_sites);
         out.Set("report", report);
+        return out;
+      },
+      [this]() { --in_flight_; });
+}
+
+// describeGraph({ method, inlined, shapes: number[][], highlights: [{conv, norm, folded}] }) -> { graph, dot }
+Napi::Value ModuleWrap::DescribeGraph(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type_error(env, "Expected an options object");
+  Napi::Object opts = info[0].As<Napi::Object>();
+  const std::string method = opts.Get("method").ToString().Utf8Value();
+  const bool inlined = opts.Get("inlined").ToBoolean().Value();
+  std::vector<std::vector<int64_t>> shapes;
+  if (opts.Get("shapes").IsArray()) {
+    Napi::Array list = opts.Get("shapes").As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      std::vector<int64_t> shape;
+      Napi::Array dims = list.Get(i).As<Napi::Array>();
+      for (uint32_t j = 0; j < dims.Length(); ++j) shape.push_back(dims.Get(j).As<Napi::Number>().Int64Value());
+      shapes.push_back(std::move(shape));
+    }
+  }
+  std::vector<core::DotHighlight> highlights;
+  if (opts.Get("highlights").IsArray()) {
+    Napi::Array list = opts.Get("highlights").As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Object h = list.Get(i).As<Napi::Object>();
+      highlights.push_back({h.Get("conv").ToString().Utf8Value(), h.Get("norm").ToString().Utf8Value(),
+                            h.Get("folded").ToBoolean().Value()});
+    }
+  }
+  core::ModulePtr m = module(env);
+  ++in_flight_;
+  using Result = std::pair<core::GraphInfo, std::string>;
+  return PromiseWorker<Result>::Start(
+      Value(), "torchfold:describeGraph",
+      [m, method, inlined, shapes, highlights]() {
+        core::GraphInfo g = core::describe_graph(*m, method, inlined, shapes);
+        std::string dot = core::to_dot(g, highlights);
+        return Result{std::move(g), std::move(dot)};
+      },
+      [](Napi::Env e, Result& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("graph", to_js_graph(e, r.first));
+        out.Set("dot", r.second);
         return out;
       },
       [this]() { --in_flight_; });

@@ -38,6 +38,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Freeze(const Napi::CallbackInfo& info);
   Napi::Value ToHalf(const Napi::CallbackInfo& info);
+  Napi::Value DescribeGraph(const Napi::CallbackInfo& info);
   Napi::Value Methods(const Napi::CallbackInfo& info);
   Napi::Value Graph(const Napi::CallbackInfo& info);
   Napi::Value NamedTensors(const Napi::CallbackInfo& info);

@@ -24,7 +24,72 @@ Napi::Object pair_to_js(Napi::Env env, const core::PairReport& p) {
   return o;
 }
 
+Napi::Object ref_to_js(Napi::Env env, const core::GraphValueRef& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("node", r.node);
+  o.Set("output", r.output);
+  o.Set("input", r.input);
+  o.Set("block", r.block);
+  return o;
+}
+
+Napi::Object value_to_js(Napi::Env env, const core::GraphValueInfo& v) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", v.name);
+  o.Set("type", v.type);
+  if (v.shape_known) {
+    Napi::Array shape = Napi::Array::New(env, v.shape.size());
+    for (size_t i = 0; i < v.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), static_cast<double>(v.shape[i]));
+    o.Set("shape", shape);
+  }
+  if (!v.dtype.empty()) o.Set("dtype", v.dtype);
+  Napi::Array uses = Napi::Array::New(env, v.uses.size());
+  for (size_t i = 0; i < v.uses.size(); ++i) {
+    Napi::Object u = Napi::Object::New(env);
+    u.Set("node", v.uses[i].node);
+    u.Set("input", v.uses[i].input);
+    u.Set("block", v.uses[i].block);
+    uses.Set(static_cast<uint32_t>(i), u);
+  }
+  o.Set("uses", uses);
+  return o;
+}
+
 }  // namespace
+
+Napi::Object to_js_graph(Napi::Env env, const core::GraphInfo& info) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("method", info.method);
+  o.Set("inlined", info.inlined);
+  Napi::Array inputs = Napi::Array::New(env, info.inputs.size());
+  for (size_t i = 0; i < info.inputs.size(); ++i) inputs.Set(static_cast<uint32_t>(i), value_to_js(env, info.inputs[i]));
+  o.Set("inputs", inputs);
+  Napi::Array outputs = Napi::Array::New(env, info.outputs.size());
+  for (size_t i = 0; i < info.outputs.size(); ++i) outputs.Set(static_cast<uint32_t>(i), ref_to_js(env, info.outputs[i]));
+  o.Set("outputs", outputs);
+  Napi::Array nodes = Napi::Array::New(env, info.nodes.size());
+  for (size_t i = 0; i < info.nodes.size(); ++i) {
+    const core::GraphNodeInfo& n = info.nodes[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("index", n.index);
+    x.Set("kind", n.kind);
+    x.Set("module", n.module);
+    if (!n.callee.empty()) x.Set("callee", n.callee);
+    if (!n.scope.empty()) x.Set("scope", n.scope);
+    x.Set("parent", n.parent);
+    x.Set("block", n.block);
+    Napi::Array ins = Napi::Array::New(env, n.inputs.size());
+    for (size_t j = 0; j < n.inputs.size(); ++j) ins.Set(static_cast<uint32_t>(j), ref_to_js(env, n.inputs[j]));
+    x.Set("inputs", ins);
+    Napi::Array outs = Napi::Array::New(env, n.outputs.size());
+    for (size_t j = 0; j < n.outputs.size(); ++j) outs.Set(static_cast<uint32_t>(j), value_to_js(env, n.outputs[j]));
+    x.Set("outputs", outs);
+    if (!n.constant.empty()) x.Set("constant", n.constant);
+    nodes.Set(static_cast<uint32_t>(i), x);
+  }
+  o.Set("nodes", nodes);
+  return o;
+}
 
 Napi::Object to_js_report(Napi::Env env, const core::FuseReport& report) {
   Napi::Object o = Napi::Object::New(env);

@@ -4,8 +4,11 @@
 #include <napi.h>
 
 #include "../core/fuse.h"
+#include "../core/graph_info.h"
 
 namespace torchfold::addon {
+
+Napi::Object to_js_graph(Napi::Env env, const core::GraphInfo& info);
 
 Napi::Object to_js_report(Napi::Env env, const core::FuseReport& report);
 
