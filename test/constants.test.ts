@@ -8,6 +8,7 @@ import * as path from 'path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { load, ScriptModule, Tensor, TorchValue } from '../lib';
 import { decode, FIXTURES, readTensorData, tmpDir } from './helpers/fixtures';
+import { within } from './helpers/subdir';
 
 type Tree = Parameters<typeof decode>[0];
 interface Ref { file: string; dtype: string; shape: number[] }
@@ -25,16 +26,7 @@ const cases: Record<string, ConstCase> = JSON.parse(fs.readFileSync(path.join(DI
 const out = tmpDir('constants');
 afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
-/** Fixture trees name files relative to the transform folder; the helpers read relative to FIXTURES. */
-function inDir(tree: Tree): Tree {
-  if (tree === null || typeof tree !== 'object') return tree;
-  if (Array.isArray(tree)) return tree.map(inDir);
-  if ('__tensor__' in tree) {
-    const r = tree.__tensor__ as unknown as Ref;
-    return { __tensor__: { ...r, file: path.join(SUB, r.file) } } as unknown as Tree;
-  }
-  return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, inDir(v)]));
-}
+const inDir = (tree: Tree): Tree => within(SUB, tree) as Tree;
 
 const ref = (t: Tree): Ref => (inDir(t) as unknown as { __tensor__: Ref }).__tensor__;
 const inputsOf = (c: ConstCase): TorchValue[] => c.inputs.map((t) => decode(inDir(t)));

@@ -9,6 +9,7 @@ import * as path from 'path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { load, Tensor, TorchValue } from '../lib';
 import { decode, FIXTURES, PYTHON, readTensorData, ROOT, tmpDir } from './helpers/fixtures';
+import { within } from './helpers/subdir';
 
 type Tree = Parameters<typeof decode>[0];
 interface Ref { file: string; dtype: string; shape: number[] }
@@ -35,16 +36,7 @@ afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
  */
 const EITHER_HERE: Record<string, string[]> = { linear_bn1d: ['0->1'] };
 
-/** Fixture trees name files relative to the tune folder; the helpers read relative to FIXTURES. */
-function inDir(tree: Tree): Tree {
-  if (tree === null || typeof tree !== 'object') return tree;
-  if (Array.isArray(tree)) return tree.map(inDir);
-  if ('__tensor__' in tree) {
-    const r = tree.__tensor__ as unknown as Ref;
-    return { __tensor__: { ...r, file: path.join(SUB, r.file) } } as unknown as Tree;
-  }
-  return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, inDir(v)]));
-}
+const inDir = (tree: Tree): Tree => within(SUB, tree) as Tree;
 
 interface Compare { max_abs: number | null; max_rel: number | null; error?: string }
 interface Ops { conv: number; batch_norm: number }

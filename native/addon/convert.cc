@@ -131,6 +131,14 @@ Napi::Array to_js_strings(Napi::Env env, const std::vector<std::string>& strings
   return a;
 }
 
+std::vector<std::string> from_js_strings(Napi::Value value) {
+  std::vector<std::string> out;
+  if (!value.IsArray()) return out;
+  Napi::Array a = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).ToString().Utf8Value());
+  return out;
+}
+
 std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
   if (info.Length() <= index || !info[index].IsString()) {
     throw_type_error(info.Env(), std::string("Expected a string for ") + name);

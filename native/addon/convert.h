@@ -18,6 +18,8 @@ Napi::Value to_js_value(Napi::Env env, const core::Value& value);
 Napi::Array to_js_shape(Napi::Env env, const std::vector<int64_t>& shape);
 Napi::Array to_js_tensor_infos(Napi::Env env, const std::vector<core::TensorInfo>& infos);
 Napi::Array to_js_strings(Napi::Env env, const std::vector<std::string>& strings);
+// The strings of a JS array (each element converted with ToString); empty for a non-array.
+std::vector<std::string> from_js_strings(Napi::Value value);
 
 // Argument helpers for native entry points: a JS TypeError when the type is wrong.
 std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char* name);

@@ -124,10 +124,7 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
   core::FuseOptions options;
   options.dry_run = opts.Get("dryRun").ToBoolean().Value();
   options.treat_training_as_eval = opts.Get("treatTrainingAsEval").ToBoolean().Value();
-  if (opts.Get("exclude").IsArray()) {
-    Napi::Array ex = opts.Get("exclude").As<Napi::Array>();
-    for (uint32_t i = 0; i < ex.Length(); ++i) options.exclude.push_back(ex.Get(i).ToString().Utf8Value());
-  }
+  options.exclude = from_js_strings(opts.Get("exclude"));
   if (opts.Get("excludeReason").IsString()) options.exclude_reason = opts.Get("excludeReason").As<Napi::String>().Utf8Value();
   if (opts.Get("mode").IsString() && opts.Get("mode").As<Napi::String>().Utf8Value() == "tune") {
     options.mode = core::FuseOptions::Mode::Tune;
@@ -136,14 +133,7 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
   if (opts.Get("modules").IsArray()) {
     options.has_groups = true;
     Napi::Array groups = opts.Get("modules").As<Napi::Array>();
-    for (uint32_t i = 0; i < groups.Length(); ++i) {
-      std::vector<std::string> group;
-      if (groups.Get(i).IsArray()) {
-        Napi::Array g = groups.Get(i).As<Napi::Array>();
-        for (uint32_t j = 0; j < g.Length(); ++j) group.push_back(g.Get(j).ToString().Utf8Value());
-      }
-      options.groups.push_back(std::move(group));
-    }
+    for (uint32_t i = 0; i < groups.Length(); ++i) options.groups.push_back(from_js_strings(groups.Get(i)));
   }
   core::ModulePtr m = module(env);
   ++in_flight_;
@@ -188,10 +178,7 @@ Napi::Value ModuleWrap::ToHalf(const Napi::CallbackInfo& info) {
   core::HalfOptions options;
   options.dtype = opts.Get("dtype").ToString().Utf8Value() == "bfloat16" ? at::kBFloat16 : at::kHalf;
   if (opts.Get("minParams").IsNumber()) options.min_params = opts.Get("minParams").As<Napi::Number>().Int64Value();
-  if (opts.Get("layers").IsArray()) {
-    Napi::Array layers = opts.Get("layers").As<Napi::Array>();
-    for (uint32_t i = 0; i < layers.Length(); ++i) options.layers.push_back(layers.Get(i).ToString().Utf8Value());
-  }
+  options.layers = from_js_strings(opts.Get("layers"));
   core::ModulePtr m = module(env);
   ++in_flight_;
   using Result = std::pair<core::ModulePtr, core::HalfReport>;

@@ -1,5 +1,7 @@
 #include "report.h"
 
+#include "convert.h"
+
 namespace torchfold::addon {
 
 namespace {
@@ -7,9 +9,7 @@ namespace {
 Napi::Object pair_to_js(Napi::Env env, const core::PairReport& p) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("method", p.method);
-  Napi::Array methods = Napi::Array::New(env, p.methods.size());
-  for (size_t i = 0; i < p.methods.size(); ++i) methods.Set(static_cast<uint32_t>(i), p.methods[i]);
-  o.Set("methods", methods);
+  o.Set("methods", to_js_strings(env, p.methods));
   o.Set("conv", p.conv);
   o.Set("kind", p.kind);
   if (p.constant.empty()) {

@@ -613,15 +613,7 @@ class ShapePass {
         kind = "aten::conv" + std::to_string(dims) + "d";
         for (int k : {0, 1, 2, 3, 4, 5, 8}) in.push_back(n->input(k));
       }
-      Node* c = graph_->create(c10::Symbol::fromQualString(kind), in, 1);
-      c->insertAfter(n);
-      if (!c->maybeSchema()) {
-        c->destroy();
-        continue;
-      }
-      c->output()->setType(n->output()->type());
-      n->output()->replaceAllUsesWith(c->output());
-      stand_ins_.emplace_back(n->output(), c);
+      add_stand_in(n, c10::Symbol::fromQualString(kind), in);
     }
   }
 
@@ -630,16 +622,22 @@ class ShapePass {
       const std::string kind = n->kind().toQualString();
       if (!in_place(kind) || reshaping_in_place().count(kind) || n->outputs().size() != 1) continue;
       const auto pure = c10::Symbol::fromQualString(kind.substr(0, kind.size() - 1));
-      Node* c = graph_->create(pure, n->inputs(), 1);
-      c->insertAfter(n);
-      if (!c->maybeSchema()) {
-        c->destroy();
-        continue;
-      }
-      c->output()->setType(n->output()->type());
-      n->output()->replaceAllUsesWith(c->output());
-      stand_ins_.emplace_back(n->output(), c);
+      add_stand_in(n, pure, n->inputs());
     }
+  }
+
+  // Puts a node of `kind` with `inputs` in place of n's output (restore() undoes it);
+  // nothing happens when no schema of `kind` matches.
+  void add_stand_in(Node* n, c10::Symbol kind, at::ArrayRef<JValue*> inputs) {
+    Node* c = graph_->create(kind, inputs, 1);
+    c->insertAfter(n);
+    if (!c->maybeSchema()) {
+      c->destroy();
+      return;
+    }
+    c->output()->setType(n->output()->type());
+    n->output()->replaceAllUsesWith(c->output());
+    stand_ins_.emplace_back(n->output(), c);
   }
 
   void restore() {
