@@ -37,7 +37,7 @@ export interface NativeTensor {
 
 export interface NativeModule {
   run(method: string, inputs: NativeValue[]): Promise<NativeValue>;
-  save(path: string): Promise<void>;
+  save(path: string, extraFiles?: Record<string, string>): Promise<void>;
   clone(): Promise<NativeModule>;
   fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string;
     mode?: 'fold' | 'tune'; constants?: boolean; modules?: string[][] }): Promise<import('./fuse').NativeFuseResult>;
@@ -68,6 +68,7 @@ export interface NativeBinding {
   load(path: string, device: string): Promise<NativeModule>;
   tensorFromBuffer(bytes: Uint8Array, dtype: string, shape: number[]): NativeTensor;
   loadLibrary(path: string): Promise<void>;
+  readExtraFiles(path: string, names: string[]): Promise<Record<string, string>>;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   cudaIsAvailable(): boolean;

@@ -42,6 +42,43 @@ export interface InspectOptions {
   inputShapes?: number[][];
 }
 
+export interface SaveOptions {
+  /** Files to store beside the model in the archive, by name: text contents. */
+  extraFiles?: Record<string, string>;
+}
+
+const EXTRA_NAME = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+
+function checkExtraName(name: unknown, where: string): string {
+  if (typeof name !== 'string' || !EXTRA_NAME.test(name) || name.split('/').some((p) => p === '.' || p === '..')) {
+    throw typeError("a relative file name of letters, digits, '_', '.', '-' and '/'", where, name);
+  }
+  return name;
+}
+
+function checkExtraFiles(files: unknown): Record<string, string> {
+  if (files === undefined) return {};
+  if (files === null || typeof files !== 'object' || Array.isArray(files)) throw typeError('an object of name: text', 'options.extraFiles', files);
+  for (const [k, v] of Object.entries(files)) {
+    checkExtraName(k, 'a name in options.extraFiles');
+    if (typeof v !== 'string') throw typeError('a string', `options.extraFiles['${k}']`, v);
+  }
+  return files as Record<string, string>;
+}
+
+/**
+ * Reads extra files stored in a TorchScript archive (by save({ extraFiles }) or
+ * torch.jit.save(..., _extra_files=...)) without loading the model. Names the
+ * archive does not hold are absent from the result.
+ */
+export function readExtraFiles(file: string, names: string[]): Promise<Record<string, string>> {
+  const target = path.resolve(expectString(file, 'path'));
+  if (!Array.isArray(names)) throw typeError('an array of names', 'names', names);
+  names.forEach((n, i) => checkExtraName(n, `names[${i}]`));
+  const binding = native();
+  return withCallerStack(() => binding.readExtraFiles(target, names));
+}
+
 export interface LoadOptions {
   /** Where parameters and buffers are placed: 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: string;
@@ -98,10 +135,17 @@ export class ScriptModule {
     });
   }
 
-  /** Saves as TorchScript, atomically: a temporary file in the same folder, then a rename. */
-  save(file: string): Promise<void> {
+  /**
+   * Saves as TorchScript, atomically: a temporary file in the same folder, then a rename.
+   * `extraFiles` are stored in the archive under extra/ (PyTorch reads them with
+   * torch.jit.load(f, _extra_files={name: ''}); torchfold with readExtraFiles()).
+   */
+  save(file: string, options?: SaveOptions): Promise<void> {
     const target = path.resolve(expectString(file, 'path'));
-    return this.#track((m) => m.save(target));
+    const o = expectOptions<SaveOptions>(options, 'options');
+    expectKnownKeys(o, ['extraFiles'], 'options');
+    const extra = checkExtraFiles(o.extraFiles);
+    return this.#track((m) => m.save(target, extra));
   }
 
   /** A deep copy with its own parameters and buffers. */

@@ -32,6 +32,22 @@ Napi::Value LoadLibrary(const Napi::CallbackInfo& info) {
       [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
 }
 
+// readExtraFiles(path, names) -> Promise<{ [name]: string }>
+Napi::Value ReadExtraFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = string_arg(info, 0, "path");
+  if (info.Length() < 2 || !info[1].IsArray()) throw_type_error(env, "Expected an array of names");
+  std::vector<std::string> names = from_js_strings(info[1]);
+  return PromiseWorker<core::ExtraFiles>::Start(
+      Napi::Object::New(env), "torchfold:readExtraFiles",
+      [path, names = std::move(names)]() { return core::read_extra_files(path, names); },
+      [](Napi::Env e, core::ExtraFiles& files) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        for (const auto& [k, v] : files) o.Set(k, Napi::String::New(e, v));
+        return o;
+      });
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) throw_type_error(env, "Expected a number for threads");
@@ -78,6 +94,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("load", Napi::Function::New<ModuleWrap::Load>(env, "load"));
   exports.Set("tensorFromBuffer", Napi::Function::New<TensorWrap::FromBuffer>(env, "tensorFromBuffer"));
   exports.Set("loadLibrary", Napi::Function::New<LoadLibrary>(env, "loadLibrary"));
+  exports.Set("readExtraFiles", Napi::Function::New<ReadExtraFiles>(env, "readExtraFiles"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));

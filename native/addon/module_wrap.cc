@@ -94,11 +94,22 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
 Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string path = string_arg(info, 0, "path");
+  core::ExtraFiles extra;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object files = info[1].As<Napi::Object>();
+    Napi::Array keys = files.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      const std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
+      Napi::Value v = files.Get(key);
+      if (!v.IsString()) throw_type_error(env, "Expected string contents for extra file '" + key + "'");
+      extra.emplace(key, v.As<Napi::String>().Utf8Value());
+    }
+  }
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<bool>::Start(
       Value(), "torchfold:save",
-      [m, path]() { core::save_module(*m, path); return true; },
+      [m, path, extra = std::move(extra)]() { core::save_module(*m, path, extra); return true; },
       [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); },
       [this]() { --in_flight_; });
 }

@@ -154,7 +154,7 @@ ModulePtr load_module(const std::string& path, const std::string& device_name_in
   }
 }
 
-void save_module(const torch::jit::Module& module, const std::string& path) {
+void save_module(const torch::jit::Module& module, const std::string& path, const ExtraFiles& extra_files) {
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -175,7 +175,7 @@ void save_module(const torch::jit::Module& module, const std::string& path) {
   const std::string tmp = tmp_dir + "/" + base;
   auto cleanup = [&] { std::remove(tmp.c_str()); ::rmdir(tmp_dir.c_str()); };
   try {
-    module.save(tmp);
+    module.save(tmp, extra_files);
   } catch (...) {
     cleanup();
     Error e = describe_current_exception();
@@ -189,6 +189,24 @@ void save_module(const torch::jit::Module& module, const std::string& path) {
   }
   ::rmdir(tmp_dir.c_str());
   fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+ExtraFiles read_extra_files(const std::string& path, const std::vector<std::string>& names) {
+  check_readable_file(path);
+  check_torchscript_archive(path);
+  ExtraFiles out;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const auto& name : names) {
+      const std::string record = "extra/" + name;
+      if (!reader.hasRecord(record)) continue;
+      auto data = reader.getRecord(record);
+      out.emplace(name, std::string(static_cast<const char*>(std::get<0>(data).get()), std::get<1>(data)));
+    }
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (" + torch_message(e) + ")");
+  }
+  return out;
 }
 
 ModulePtr clone_module(const torch::jit::Module& module) {

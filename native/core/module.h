@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "value.h"
@@ -33,8 +34,17 @@ struct TensorInfo {
 };
 
 ModulePtr load_module(const std::string& path, const std::string& device);
+// Extra files stored in a TorchScript archive beside the model, under extra/
+// (PyTorch's torch.jit.save(..., _extra_files=...)), by name.
+using ExtraFiles = std::unordered_map<std::string, std::string>;
+
 // Writes atomically: a temporary file beside `path`, flushed, then renamed.
-void save_module(const torch::jit::Module& module, const std::string& path);
+void save_module(const torch::jit::Module& module, const std::string& path,
+                 const ExtraFiles& extra_files = {});
+// Reads the named extra files of a TorchScript archive without loading the
+// model (only the zip directory and those records are read). Names missing
+// from the archive are missing from the result. Same file errors as load.
+ExtraFiles read_extra_files(const std::string& path, const std::vector<std::string>& names);
 // A deep copy: same class and code, its own parameters and buffers.
 ModulePtr clone_module(const torch::jit::Module& module);
 // A deep copy placed on `device`; the original is left where it is.
