@@ -72,6 +72,12 @@ export interface FuseOptions {
   treatTrainingAsEval?: boolean;
   validate?: ValidateOptions;
   benchmark?: BenchmarkOptions;
+  /**
+   * Stops the work early: fuse() then rejects with the signal's reason (an
+   * AbortError by default) and frees the modules it made. Native steps in
+   * progress finish first; timing loops stop between calls.
+   */
+  signal?: AbortSignal;
 }
 
 export interface NativeFuseResult {
@@ -79,7 +85,7 @@ export interface NativeFuseResult {
   report: Omit<FuseReport, 'folded' | 'skipped' | 'libtorch' | 'timings'> & { timings: { analyze: number; fold: number; rewrite: number; total: number } };
 }
 
-const FUSE_KEYS = ['mode', 'constants', 'modules', 'optimize', 'dryRun', 'treatTrainingAsEval', 'validate', 'benchmark'] as const;
+const FUSE_KEYS = ['mode', 'constants', 'modules', 'optimize', 'dryRun', 'treatTrainingAsEval', 'validate', 'benchmark', 'signal'] as const;
 
 function checkInputs(inputs: unknown, name: string): SampleInput[] {
   if (!Array.isArray(inputs) || inputs.length === 0) throw typeError('a non-empty array of Tensors or shapes', name, inputs);
@@ -103,6 +109,7 @@ export function checkFuseOptions(options: unknown): FuseOptions {
   for (const k of ['dryRun', 'treatTrainingAsEval', 'constants'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw typeError('a boolean', `options.${k}`, o[k]);
   }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw typeError('an AbortSignal', 'options.signal', o.signal);
   if (o.mode !== undefined && o.mode !== 'fold' && o.mode !== 'tune') throw rangeError("'fold' or 'tune'", 'options.mode', o.mode);
   if (o.modules !== undefined) {
     if (!Array.isArray(o.modules) || o.modules.length === 0) throw typeError('a non-empty array of module path groups', 'options.modules', o.modules);
@@ -215,10 +222,11 @@ function stats(samples: number[]): LatencyStats {
 
 /** Latency of both modules on the same inputs, interleaved in rounds after a warm-up. */
 export async function benchmark(before: Runner, after: Runner, inputs: Tensor[],
-  iterations: number, warmup: number): Promise<BenchmarkReport> {
-  for (let i = 0; i < warmup; i++) { await before(inputs); await after(inputs); }
+  iterations: number, warmup: number, signal?: AbortSignal): Promise<BenchmarkReport> {
+  for (let i = 0; i < warmup; i++) { signal?.throwIfAborted(); await before(inputs); await after(inputs); }
   const tb: number[] = [], ta: number[] = [];
   for (let i = 0; i < iterations; i++) {
+    signal?.throwIfAborted();
     let t0 = performance.now();
     await before(inputs);
     tb.push(performance.now() - t0);
@@ -246,10 +254,11 @@ export function finishReport(native: NativeFuseResult['report'],
 
 /** Latency of several modules on the same inputs, one call each per round, after a warm-up. */
 export async function benchmarkMany(runners: Runner[], inputs: Tensor[], iterations: number,
-  warmup: number): Promise<LatencyStats[]> {
-  for (let i = 0; i < warmup; i++) for (const r of runners) await r(inputs);
+  warmup: number, signal?: AbortSignal): Promise<LatencyStats[]> {
+  for (let i = 0; i < warmup; i++) for (const r of runners) { signal?.throwIfAborted(); await r(inputs); }
   const samples = runners.map(() => [] as number[]);
   for (let i = 0; i < iterations; i++) {
+    signal?.throwIfAborted();
     for (let k = 0; k < runners.length; k++) {
       const j = (i + k) % runners.length;  // rotate who goes first
       const t0 = performance.now();

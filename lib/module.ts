@@ -293,14 +293,29 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
   const atol = opt.atol ?? o.validate?.atol ?? 1e-4, rtol = opt.rtol ?? o.validate?.rtol ?? 1e-3;
   const requireSaveable = opt.requireSaveable ?? true;
   const original: Runner = (xs) => self.forward(...xs);
-  type Entry = { report: CandidateReport; module: ScriptModule | null; run: Runner };
   const entries: Entry[] = [
     { report: { name: 'input', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: null, run: original },
     { report: { name: 'fused', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: fused,
       run: (xs) => fused.forward(...xs) },
   ];
   const fusedHandle = fusedNative.get(fused)!;
+  try {
+    return await chooseCandidate(self, fused, fusedHandle, o, opt, entries, inputs, atol, rtol, requireSaveable);
+  } catch (e) {
+    for (const x of entries) if (x.module && x.module !== fused) await x.module.dispose();
+    throw e;
+  }
+}
+
+type Entry = { report: CandidateReport; module: ScriptModule | null; run: Runner };
+
+async function chooseCandidate(self: ScriptModule, fused: ScriptModule, fusedHandle: NativeModule, o: FuseOptions,
+  opt: OptimizeOptions, entries: Entry[], inputs: Tensor[], atol: number, rtol: number, requireSaveable: boolean):
+  Promise<{ module: ScriptModule; report: OptimizeReport }> {
+  const original = entries[0].run;
+  const signal = o.signal;
   for (const [name, optimize] of [['frozen', false], ['frozen+optimized', true]] as const) {
+    signal?.throwIfAborted();
     const report: CandidateReport = { name, eligible: false, saveable: false, methodsKept: false, buildMs: 0 };
     try {
       const v = await fusedHandle.freeze({ optimize });
@@ -313,6 +328,7 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
     }
   }
   for (const e of entries.slice(1)) {
+    signal?.throwIfAborted();
     if (!e.module) continue;
     const r = e.report;
     r.methodsKept = self.methods.every((m) => e.module!.methods.includes(m));
@@ -334,17 +350,17 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
   // eligible ones can be chosen.
   const timed = entries.filter((e) => e.report.eligible || e.report.validation);
   const iterations = opt.iterations ?? 20, warmup = opt.warmup ?? 3;
-  const latencies = await benchmarkMany(timed.map((e) => e.run), inputs, iterations, warmup);
+  const latencies = await benchmarkMany(timed.map((e) => e.run), inputs, iterations, warmup, signal);
   timed.forEach((e, i) => { e.report.latency = latencies[i]; });
   const base = entries[0].report.latency!.medianMs;
   for (const e of timed) e.report.speedup = base / e.report.latency!.medianMs;
   const best = timed.filter((e) => e.report.eligible)
     .reduce((a, b) => (b.report.latency!.medianMs < a.report.latency!.medianMs ? b : a));
+  let module = best.module;
+  if (best.report.name === 'input') module = await self.clone();
   for (const e of entries) {
     if (e !== best && e.module && e.module !== fused) await e.module.dispose();
   }
-  let module = best.module;
-  if (best.report.name === 'input') module = await self.clone();
   if (module !== fused) await fused.dispose();
   const report: OptimizeReport = { chosen: best.report.name, candidates: entries.map((e) => e.report), iterations, warmup,
     threads: getNumThreads(), inputs: inputs.map((t) => [...t.shape]) };
@@ -357,6 +373,7 @@ async function culprits(handle: NativeModule, o: FuseOptions, original: Runner, 
   const folded = report.pairs.filter((p) => p.status === 'folded').map((p) => p.norm);
   const bad: string[] = [];
   for (const norm of folded) {
+    o.signal?.throwIfAborted();
     const only = await handle.fuse({ ...nativeOptions(o), exclude: folded.filter((n) => n !== norm) });
     const single = new ScriptModule(only.module as NativeModule);
     const v = await compareOutputs(original, (xs) => single.forward(...xs), inputs, o.validate!.atol ?? 1e-4, o.validate!.rtol ?? 1e-3);
@@ -368,9 +385,26 @@ async function culprits(handle: NativeModule, o: FuseOptions, original: Runner, 
 
 async function runFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions):
   Promise<{ module: ScriptModule | null; report: FuseReport }> {
-  let result = await handle.fuse(nativeOptions(o));
+  o.signal?.throwIfAborted();
+  const result = await handle.fuse(nativeOptions(o));
   if (o.dryRun) return { module: null, report: finishReport(result.report, { validate: 0, benchmark: 0 }) };
-  let fused = new ScriptModule(result.module as NativeModule);
+  // Whatever fails or is aborted after this frees the module it was working on.
+  const holder = { fused: new ScriptModule(result.module as NativeModule) };
+  try {
+    o.signal?.throwIfAborted();
+    const out = await finishFuse(self, handle, o, result, holder);
+    o.signal?.throwIfAborted();
+    return out;
+  } catch (e) {
+    await holder.fused.dispose();
+    throw e;
+  }
+}
+
+async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions, first: NativeFuseResult,
+  holder: { fused: ScriptModule }): Promise<{ module: ScriptModule; report: FuseReport }> {
+  let result = first;
+  let fused = holder.fused;
   const original: Runner = (xs) => self.forward(...xs);
   let validation: ValidationReport | undefined;
   const t0 = performance.now();
@@ -380,7 +414,6 @@ async function runFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions)
     const [atol, rtol] = [v.atol ?? 1e-4, v.rtol ?? 1e-3];
     validation = await compareOutputs(original, (xs) => fused.forward(...xs), inputs, atol, rtol);
     if (!validation.passed && v.onFailure === 'throw') {
-      await fused.dispose();
       throw new TorchfoldError(`Validation failed: max abs error ${validation.maxAbsError.toExponential(3)}, ` +
         `max rel error ${validation.maxRelError.toExponential(3)} (atol ${atol}, rtol ${rtol})`, 'ERR_VALIDATION');
     }
@@ -389,7 +422,8 @@ async function runFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions)
       const why = `left unfolded: folding it moved the outputs past the tolerance (max abs error ${validation.maxAbsError.toExponential(3)})`;
       result = await handle.fuse({ ...nativeOptions(o), exclude: bad, excludeReason: why });
       await fused.dispose();
-      fused = new ScriptModule(result.module as NativeModule);
+      fused = holder.fused = new ScriptModule(result.module as NativeModule);
+      o.signal?.throwIfAborted();
       validation = await compareOutputs(original, (xs) => fused.forward(...xs), inputs, atol, rtol);
     }
   }
@@ -399,14 +433,15 @@ async function runFuse(self: ScriptModule, handle: NativeModule, o: FuseOptions)
   if (o.optimize) {
     fusedNative.set(fused, result.module as NativeModule);
     const r = await optimizeStep(self, fused, o);
-    fused = r.module;
+    fused = holder.fused = r.module;
     optimized = r.report;
   }
   const optimizeMs = o.optimize ? performance.now() - t2 : 0;
   const t1 = performance.now();
   const final = fused;
   const bench = o.benchmark ? await benchmark(original, (xs) => final.forward(...xs),
-    materialize(o.benchmark.inputs, o.benchmark.seed ?? 0), o.benchmark.iterations ?? 20, o.benchmark.warmup ?? 3) : undefined;
+    materialize(o.benchmark.inputs, o.benchmark.seed ?? 0), o.benchmark.iterations ?? 20, o.benchmark.warmup ?? 3,
+    o.signal) : undefined;
   const report = finishReport(result.report, { validate: o.validate ? validateMs : 0,
     benchmark: o.benchmark ? performance.now() - t1 : 0, optimize: optimizeMs });
   if (validation) report.validation = validation;
