@@ -34,6 +34,10 @@ export interface InspectOptions {
   treatTrainingAsEval?: boolean;
   /** Analyze for 'tune' mode instead of 'fold'. */
   mode?: 'fold' | 'tune';
+  /** Also analyze constant absorption, as fuse({ constants: true }) would. */
+  constants?: boolean;
+  /** Analyze only these groups, as fuse({ modules }) would. */
+  modules?: string[][];
   /** The method whose graph is described (default 'forward'). */
   method?: string;
   /** Inline calls into submodules and functions (default true), so every aten op shows with its module path. */
@@ -178,7 +182,7 @@ export class ScriptModule {
    */
   inspect(options?: InspectOptions): Promise<InspectReport> {
     const opts = expectOptions<InspectOptions>(options, 'options');
-    expectKnownKeys(opts, ['treatTrainingAsEval', 'mode', 'method', 'inlined', 'inputShapes'], 'options');
+    expectKnownKeys(opts, ['treatTrainingAsEval', 'mode', 'constants', 'modules', 'method', 'inlined', 'inputShapes'], 'options');
     const { method = 'forward', inlined = true, inputShapes = [], ...rest } = opts;
     const o = checkFuseOptions(rest);
     expectString(method, 'options.method');
