@@ -69,6 +69,7 @@ build_ts() {
   fi
   say "compiling TypeScript"
   npx --no-install tsc -p tsconfig.json
+  chmod +x dist/cli/main.js  # the `torchfold` bin (npx torchfold)
 }
 
 install_packages
