@@ -121,7 +121,7 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
 
   const human = f.json ? io.stderr : io.stdout;
   const style = io.stderr.isTTY && !f.quiet && !f.verbose && !f.json ? 'bar' : 'lines';
-  const progress = new Progress({ style, total: inputs.length, out: human, verbose: Boolean(f.verbose), quiet: Boolean(f.quiet) });
+  const progress = new Progress({ style, total: inputs.length, out: human, verbose: Boolean(f.verbose) });
   const controller = new AbortController();
   let signalName: NodeJS.Signals | undefined;
   const inFlight = new Set<string>();

@@ -55,24 +55,34 @@ export function resultLine(r: InputResult, verbose = false): string {
   }
 }
 
+function formatEta(seconds: number): string {
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
+
 export class Progress {
   readonly #style: ProgressStyle;
   readonly #out: NodeJS.WritableStream;
   readonly #verbose: boolean;
-  readonly #quiet: boolean;
   #multi: MultiBar | undefined;
   #bar: SingleBar | undefined;
   #running: string[] = [];
   #done = 0;
 
-  constructor(options: { style: ProgressStyle; total: number; out: NodeJS.WritableStream; verbose: boolean; quiet: boolean }) {
+  constructor(options: { style: ProgressStyle; total: number; out: NodeJS.WritableStream; verbose: boolean }) {
     this.#style = options.style;
     this.#out = options.out;
     this.#verbose = options.verbose;
-    this.#quiet = options.quiet;
     if (this.#style === 'bar' && options.total > 0) {
       this.#multi = new MultiBar({
-        format: ' {bar} {value}/{total} | ETA {eta_formatted} | {file}',
+        format: (opts, params, payload: { file?: string }) => {
+          const size = opts.barsize ?? 40;
+          const full = Math.round(params.progress * size);
+          const bar = (opts.barCompleteString ?? '').slice(0, full) + (opts.barIncompleteString ?? '').slice(0, size - full);
+          const eta = params.value === 0 || !Number.isFinite(params.eta) ? '…' : formatEta(params.eta);
+          return ` ${bar} ${params.value}/${params.total} | ETA ${eta} | ${payload.file ?? ''}`;
+        },
         hideCursor: true, clearOnComplete: true, stopOnComplete: false, etaBuffer: 8, fps: 5,
         stream: process.stderr,
       }, Presets.shades_classic);
@@ -97,7 +107,7 @@ export class Progress {
     if (this.#bar) {
       this.#bar.update(this.#done, { file: this.#current() });
       if (r.status === 'failed' || this.#verbose) this.log(resultLine(r, this.#verbose));
-    } else if (!this.#quiet || r.status === 'failed') {
+    } else {
       this.log(resultLine(r, this.#verbose));
     }
   }
