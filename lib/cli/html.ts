@@ -67,7 +67,7 @@ const STYLE = `
     --before: #6e7781; --after: #4493f8; --ok: #3fb950; --bad: #f85149; --warn: #d29922; --info: #9198a1; }
 }
 * { box-sizing: border-box; }
-body { margin: 0 auto; max-width: 1200px; padding: 1.5rem; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
+body { margin: 0 auto; max-width: 1600px; padding: 1.5rem; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
   color: var(--fg); background: var(--bg); }
 h1 { font-size: 1.5rem; margin: 0 0 .5rem; } h2 { font-size: 1.15rem; margin: 2rem 0 .75rem; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
@@ -83,7 +83,8 @@ table { border-collapse: collapse; width: 100%; }
 th, td { padding: .4rem .6rem; border-bottom: 1px solid var(--border); text-align: left; vertical-align: top; white-space: nowrap; }
 th { background: var(--panel); font-weight: 600; } tr:last-child td { border-bottom: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.file { white-space: normal; min-width: 14rem; overflow-wrap: anywhere; }
+td.file { white-space: normal; min-width: 14rem; max-width: 32rem; overflow-wrap: anywhere; }
+tr.err-row td { white-space: normal; border-top: none; padding-top: 0; }
 .err { margin-top: .3rem; color: var(--bad); white-space: pre-wrap; }
 .badge { display: inline-block; padding: 0 .5rem; border-radius: 999px; font-size: 12px; font-weight: 600; color: #fff; }
 .s-done { background: var(--ok); } .s-failed { background: var(--bad); } .s-uptodate { background: var(--info); }
@@ -140,11 +141,9 @@ ${renderOptions(r.options)}
 
 function renderRow(res: InputResult): string {
   const s = res.summary;
-  const err = res.error
-    ? `<div class="err"><code>${escapeHtml(res.error.code)}</code> ${escapeHtml(res.error.message)}</div>`
-    : '';
+  const written = res.status === 'done' || res.status === 'up-to-date';
   const cells = [
-    `<td class="file"><code>${escapeHtml(res.input)}</code>${err}</td>`,
+    `<td class="file"><code>${escapeHtml(res.input)}</code></td>`,
     `<td>${badge(res.status)}</td>`,
     `<td class="num">${s ? `${s.folded} / ${s.skipped}` : DASH}</td>`,
     `<td class="num">${s ? `${s.batchNormsBefore} → ${s.batchNormsAfter}` : DASH}</td>`,
@@ -153,9 +152,14 @@ function renderRow(res: InputResult): string {
     `<td class="num">${fmtMs(s?.latencyAfterMs)}</td>`,
     `<td class="num">${fmtSpeedup(s?.speedup)}</td>`,
     `<td class="num">${escapeHtml(fmtDuration(res.timings?.total))}</td>`,
-    `<td>${res.output === null ? `<span class="muted">${DASH}</span>` : `<code>${escapeHtml(res.output)}</code>`}</td>`,
+    `<td>${res.output === null || !written ? `<span class="muted">${DASH}</span>` : `<code>${escapeHtml(res.output)}</code>`}</td>`,
   ];
-  return `<tr>${cells.join('')}</tr>`;
+  // An error gets a full-width row of its own under its file.
+  const err = res.error
+    ? `\n<tr class="err-row"><td colspan="${cells.length}"><div class="err"><code>${escapeHtml(res.error.code)}</code> ` +
+      `${escapeHtml(res.error.message)}</div></td></tr>`
+    : '';
+  return `<tr>${cells.join('')}</tr>${err}`;
 }
 
 function renderTable(r: OptimizeRunReport): string {
