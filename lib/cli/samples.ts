@@ -33,6 +33,11 @@ function toF16(x: number): number {
   return bits;
 }
 
+/** The float16 or bfloat16 bits of a float32 value, rounded to nearest even. */
+export function halfBits(x: number, dtype: 'float16' | 'bfloat16'): number {
+  return dtype === 'float16' ? toF16(x) : toBf16(x);
+}
+
 export function sampleTensor(shape: number[], dtype: DType, seed: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const normal = seededNormal(n, seed);
