@@ -9,7 +9,7 @@ import type { DType } from '../tensor';
 import type { Io } from './optimize';
 import { fmt } from './progress';
 import { sampleInputs } from './samples';
-import { UsageError } from './usage';
+import { checkDevice, UsageError } from './usage';
 
 export const VARIANTS = ['loaded', 'fold', 'tune', 'optimize'] as const;
 export type Variant = typeof VARIANTS[number];
@@ -45,6 +45,7 @@ export async function benchCommand(file: string, f: BenchFlags, io: Io): Promise
   if (f.inputDtype && f.inputDtype.length > 1 && f.inputDtype.length !== f.inputShape.length) {
     throw new UsageError('Give one --input-dtype for all inputs, or one per --input-shape');
   }
+  checkDevice(f.device);
   if (f.threads) setNumThreads(f.threads);
   const wanted = f.variants ?? [...VARIANTS];
   const loaded = await load(path.resolve(file), { device: f.device });

@@ -81,13 +81,39 @@ export function discover(args: string[], o: DiscoverOptions): Input[] {
       const base = path.resolve(cwd, globBase(arg));
       const matches = globSync(toPosix(arg), { cwd, onlyFiles: true, dot: false, absolute: true });
       if (matches.length === 0) throw new UsageError(`No files match ${arg}`);
-      for (const m of matches) add(path.resolve(m), path.relative(base, path.resolve(m)));
+      for (const m of matches) {
+        if (o.skipOwnOutputs && isOwnOutput(path.basename(m))) continue;
+        add(path.resolve(m), path.relative(base, path.resolve(m)));
+      }
     } else {
       throw new UsageError(`No such file or folder: ${arg}`);
     }
   }
   // Code-unit order, not locale order: the same on every machine.
   return [...found.values()].sort((a, b) => (a.display < b.display ? -1 : a.display > b.display ? 1 : 0));
+}
+
+/** The real path of a file or folder that may not exist yet: its nearest existing ancestor resolved, the rest appended. */
+export function realPathOf(p: string): string {
+  const abs = path.resolve(p);
+  try {
+    return fs.realpathSync(abs);
+  } catch {
+    const parent = path.dirname(abs);
+    return parent === abs ? abs : path.join(realPathOf(parent), path.basename(abs));
+  }
+}
+
+/** A file to write: not a folder, and in a folder that exists. */
+export function checkWritableFile(file: string, flag: string): string {
+  const abs = path.resolve(file);
+  let st: fs.Stats | undefined;
+  try { st = fs.statSync(abs); } catch { st = undefined; }
+  if (st?.isDirectory()) throw new UsageError(`${flag} ${file} is a folder; give a file name`);
+  let dir: fs.Stats | undefined;
+  try { dir = fs.statSync(path.dirname(abs)); } catch { dir = undefined; }
+  if (!dir?.isDirectory()) throw new UsageError(`${flag} ${file}: no such folder ${path.dirname(abs)}`);
+  return abs;
 }
 
 /** Parses --shard i/n (1-based, like jest --shard). */

@@ -7,7 +7,8 @@ import { versions } from '../runtime';
 import type { TensorInfo } from '../binding';
 import { writeFileAtomic } from './batch';
 import type { Io } from './optimize';
-import { UsageError } from './usage';
+import { checkWritableFile } from './inputs';
+import { checkDevice, UsageError } from './usage';
 
 export interface InspectFlags {
   method: string;
@@ -43,6 +44,8 @@ const shortType = (t: string) => t.split('.').pop() ?? t;
 
 export async function inspectCommand(file: string, f: InspectFlags, io: Io): Promise<number> {
   const abs = path.resolve(file);
+  const dotFile = f.dot && f.dot !== '-' ? checkWritableFile(f.dot, '--dot') : undefined;
+  checkDevice(f.device);
   const module = await load(abs, { device: f.device });
   try {
     if (!module.methods.includes(f.method)) {
@@ -57,7 +60,7 @@ export async function inspectCommand(file: string, f: InspectFlags, io: Io): Pro
     const params = tally(module.parameters()), buffers = tally(module.buffers());
     if (f.dot) {
       if (f.dot === '-') io.stdout.write(dot);
-      else await writeFileAtomic(path.resolve(f.dot), dot);
+      else await writeFileAtomic(dotFile!, dot);
     }
     if (f.json) {
       const out = {

@@ -7,8 +7,12 @@
 // libuv's pool runs every load, fuse and save; give --jobs enough threads
 // before anything uses the pool.
 if (!process.env.UV_THREADPOOL_SIZE) {
-  const i = process.argv.findIndex((a) => a === '--jobs' || a === '-j' || a.startsWith('--jobs='));
-  const jobs = i < 0 ? 1 : Number(process.argv[i].includes('=') ? process.argv[i].split('=')[1] : process.argv[i + 1]) || 1;
+  let jobs = 1;
+  process.argv.forEach((a, i) => {
+    const m = /^(?:--jobs=|-j)(\d+)$/.exec(a);
+    if (m) jobs = Number(m[1]);
+    else if ((a === '--jobs' || a === '-j') && /^\d+$/.test(process.argv[i + 1] ?? '')) jobs = Number(process.argv[i + 1]);
+  });
   process.env.UV_THREADPOOL_SIZE = String(Math.min(64, Math.max(4, jobs + 2)));
 }
 

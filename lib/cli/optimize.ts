@@ -1,15 +1,15 @@
 /** `torchfold optimize`: options resolved, the batch run, and the reports written. */
 import * as fs from 'fs';
 import * as path from 'path';
-import { cuda, getNumThreads, setNumThreads, versions } from '../runtime';
+import { getNumThreads, setNumThreads, versions } from '../runtime';
 import type { DType } from '../tensor';
 import { defaultMemoryBudget, Interrupted, optionsKeyOf, removeOwnTemporaries, runBatch, writeFileAtomic } from './batch';
 import { renderHtml } from './html';
-import { checkPlan, DEFAULT_GLOB, discover, OutputMode, parseShard, takeShard } from './inputs';
+import { checkPlan, checkWritableFile, DEFAULT_GLOB, discover, OutputMode, parseShard, realPathOf, takeShard } from './inputs';
 import { Progress, summaryTable, totalsLine } from './progress';
 import { OptimizeRunReport, REPORT_SCHEMA, ResolvedOptions } from './report';
 import { sampleInputs } from './samples';
-import { UsageError } from './usage';
+import { checkDevice, UsageError } from './usage';
 
 /** Options as commander hands them over (already parsed by the option parsers in main.ts). */
 export interface OptimizeFlags {
@@ -104,18 +104,15 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
   const options = resolveOptions(f);
   const shard = f.shard ? parseShard(f.shard) : null;
   if (f.jobs > 1 && f.bench) io.stderr.write('note: --jobs > 1 runs benchmarks side by side; latency figures will be noisier\n');
-  if (options.device.startsWith('cuda') && !cuda.isAvailable()) {
-    throw new UsageError(`--device ${options.device}: no CUDA device is available here (libtorch ${versions.libtorch}${versions.cudaBuild ? '' : ', a CPU-only build'})`);
-  }
+  checkDevice(options.device);
   if (f.threads) setNumThreads(f.threads);
-  const exclude = output.kind === 'dir' ? output.dir : undefined;
+  const exclude = output.kind === 'dir' ? realPathOf(output.dir) : undefined;
   const all = discover(args, { glob: f.glob ?? DEFAULT_GLOB, skipOwnOutputs: output.kind === 'beside', exclude });
   if (all.length === 0) throw new UsageError(`No TorchScript files (${f.glob ?? DEFAULT_GLOB}) under ${args.join(', ')}`);
   const inputs = takeShard(all, shard);
   checkPlan(inputs, output);
-  for (const r of [f.report, f.reportHtml]) {
-    if (r && !fs.existsSync(path.dirname(path.resolve(r)))) throw new UsageError(`No such folder for ${r}`);
-  }
+  if (f.report) checkWritableFile(f.report, '--report');
+  if (f.reportHtml) checkWritableFile(f.reportHtml, '--report-html');
   const optionsKey = optionsKeyOf(options);
   const samples = options.inputShapes.length ? await sampleInputs(options.inputShapes, options.inputDtypes as DType[], options.device) : [];
 
@@ -163,8 +160,16 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
     results,
   };
   const json = JSON.stringify(report, null, 2) + '\n';
-  if (f.report) await writeFileAtomic(path.resolve(f.report), json);
-  if (f.reportHtml) await writeFileAtomic(path.resolve(f.reportHtml), renderHtml(report));
+  let writeFailed = false;
+  for (const [file, text] of [[f.report, () => json], [f.reportHtml, () => renderHtml(report)]] as const) {
+    if (!file) continue;
+    try {
+      await writeFileAtomic(path.resolve(file), text());
+    } catch (e) {
+      writeFailed = true;
+      io.stderr.write(`error: ERR_IO: could not write ${file}: ${(e as Error).message}\n`);
+    }
+  }
   if (f.json) io.stdout.write(json);
   if (!f.quiet && !f.json && results.length) human.write(summaryTable(report, Boolean(f.color)) + '\n');
   human.write(totalsLine(report) + '\n');
@@ -172,5 +177,5 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
     if (file) human.write(`${what}: ${file}\n`);
   }
   if (signalName) return signalName === 'SIGTERM' ? 143 : 130;
-  return report.totals.failed > 0 ? 1 : 0;
+  return report.totals.failed > 0 || writeFailed ? 1 : 0;
 }

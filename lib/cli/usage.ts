@@ -1,4 +1,5 @@
 /** Usage errors (exit code 2) and parsers for option values. */
+import { cuda, versions } from '../runtime';
 import type { DType } from '../tensor';
 
 export class UsageError extends Error {
@@ -51,6 +52,14 @@ export function parseSize(value: string, flag: string): number {
 export function parseDevice(value: string): string {
   if (!/^(cpu|cuda(:\d{1,2})?)$/.test(value)) throw new UsageError(`--device takes cpu, cuda or cuda:N; got '${value}'`);
   return value;
+}
+
+/** CUDA asked for on a machine without it is a usage error, found before any work. */
+export function checkDevice(device: string): void {
+  if (device.startsWith('cuda') && !cuda.isAvailable()) {
+    throw new UsageError(`--device ${device}: no CUDA device is available here (libtorch ${versions.libtorch}` +
+      `${versions.cudaBuild ? '' : ', a CPU-only build'})`);
+  }
 }
 
 /** --modules conv1,bn1[,relu] */
