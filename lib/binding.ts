@@ -42,6 +42,9 @@ export interface NativeModule {
   fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string;
     mode?: 'fold' | 'tune'; constants?: boolean; modules?: string[][] }): Promise<import('./fuse').NativeFuseResult>;
   freeze(options: { optimize: boolean }): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number }>;
+  benchPeer(kind: string): Promise<{ module: NativeModule; buildMs: number }>;
+  benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number): Promise<number[]>;
+  benchToDtype(dtype: string): Promise<NativeModule>;
   describeGraph(options: { method: string; inlined: boolean; shapes: number[][];
     highlights: { conv: string; norm: string; folded: boolean }[] }): Promise<{ graph: import('./report').GraphReport; dot: string }>;
   toHalf(options: { dtype: string; minParams: number; layers: string[] }):

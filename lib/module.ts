@@ -88,7 +88,16 @@ export interface LoadOptions {
   device?: string;
 }
 
+let handleOf: (m: ScriptModule) => NativeModule;
+
+/** @internal The native handle behind a module (benchmarks); ERR_DISPOSED once disposed. Not exported from the package. */
+export function nativeHandle(m: ScriptModule): NativeModule { return handleOf(m); }
+
 export class ScriptModule {
+  static {
+    handleOf = (m) => m.#handle();
+  }
+
   #native: NativeModule;
   #disposed = false;
   #pending = new Set<Promise<unknown>>();

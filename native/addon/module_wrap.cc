@@ -6,6 +6,7 @@
 #include "promise_worker.h"
 #include "report.h"
 #include "tensor_wrap.h"
+#include "../core/bench.h"
 
 namespace torchfold::addon {
 
@@ -17,6 +18,9 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
       InstanceMethod<&ModuleWrap::Fuse>("fuse"),
       InstanceMethod<&ModuleWrap::To>("to"),
       InstanceMethod<&ModuleWrap::Freeze>("freeze"),
+      InstanceMethod<&ModuleWrap::BenchPeer>("benchPeer"),
+      InstanceMethod<&ModuleWrap::BenchTimeForward>("benchTimeForward"),
+      InstanceMethod<&ModuleWrap::BenchToDtype>("benchToDtype"),
       InstanceMethod<&ModuleWrap::ToHalf>("toHalf"),
       InstanceMethod<&ModuleWrap::DescribeGraph>("describeGraph"),
       InstanceMethod<&ModuleWrap::Methods>("methods"),
@@ -161,6 +165,52 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
 }
 
 // freeze({ optimize: boolean }) -> { module, saveable, saveError, buildMs }
+// benchPeer(kind) -> Promise<{ module, buildMs }>
+Napi::Value ModuleWrap::BenchPeer(const Napi::CallbackInfo& info) {
+  const std::string kind = string_arg(info, 0, "kind");
+  core::ModulePtr m = module(info.Env());
+  ++in_flight_;
+  return PromiseWorker<core::PeerResult>::Start(
+      Value(), "torchfold:benchPeer",
+      [m, kind]() { return core::peer_transform(*m, kind); },
+      [](Napi::Env e, core::PeerResult& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("module", Create(e, r.module));
+        out.Set("buildMs", r.build_ms);
+        return out;
+      },
+      [this]() { --in_flight_; });
+}
+
+// benchTimeForward(inputs, iterations, warmup) -> Promise<number[]> (ms per call)
+Napi::Value ModuleWrap::BenchTimeForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    throw_type_error(env, "Expected (inputs, iterations, warmup)");
+  }
+  std::vector<core::Value> inputs = to_core_values(env, info[0].As<Napi::Array>());
+  const int iterations = info[1].As<Napi::Number>().Int32Value();
+  const int warmup = info[2].As<Napi::Number>().Int32Value();
+  core::ModulePtr m = module(env);
+  ++in_flight_;
+  return PromiseWorker<std::vector<double>>::Start(
+      Value(), "torchfold:benchTimeForward",
+      [m, inputs = std::move(inputs), iterations, warmup]() { return core::time_forward(*m, inputs, iterations, warmup); },
+      [](Napi::Env e, std::vector<double>& ms) -> Napi::Value {
+        Napi::Array out = Napi::Array::New(e, ms.size());
+        for (uint32_t i = 0; i < ms.size(); ++i) out.Set(i, ms[i]);
+        return out;
+      },
+      [this]() { --in_flight_; });
+}
+
+// benchToDtype(dtype) -> Promise<NativeModule>
+Napi::Value ModuleWrap::BenchToDtype(const Napi::CallbackInfo& info) {
+  const std::string dtype = string_arg(info, 0, "dtype");
+  core::ModulePtr m = module(info.Env());
+  return StartModuleWork("torchfold:benchToDtype", [m, dtype]() { return core::module_to_dtype(*m, dtype); });
+}
+
 Napi::Value ModuleWrap::Freeze(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw_type_error(env, "Expected an options object");

@@ -37,6 +37,11 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value Fuse(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Freeze(const Napi::CallbackInfo& info);
+  // Benchmark-only entry points (lib/internal/bench.ts): libtorch peers, a
+  // forward loop timed in C++, a float64 copy.
+  Napi::Value BenchPeer(const Napi::CallbackInfo& info);
+  Napi::Value BenchTimeForward(const Napi::CallbackInfo& info);
+  Napi::Value BenchToDtype(const Napi::CallbackInfo& info);
   Napi::Value ToHalf(const Napi::CallbackInfo& info);
   Napi::Value DescribeGraph(const Napi::CallbackInfo& info);
   Napi::Value Methods(const Napi::CallbackInfo& info);
