@@ -158,7 +158,7 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
   if (options.exact) {
     auto e = options.exact->find(p.op.weight->key());
     if (e != options.exact->end()) {
-      in.weight64 = e->second.first;
+      in.weight_exact = e->second.first;
       in.bias64 = e->second.second;
     }
   }

@@ -31,7 +31,7 @@ namespace torchfold::core {
 
 // Exact (float64) weight and bias of operators folded earlier in the same
 // run, by weight key, so a chain of folds rounds once.
-using ExactParams = std::map<std::string, std::pair<at::Tensor, at::Tensor>>;
+using ExactParams = std::map<std::string, std::pair<ExactWeight, at::Tensor>>;
 
 struct AnalyzeOptions {
   // What to look for after each operator: BatchNorms, or arithmetic with constants.

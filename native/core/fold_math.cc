@@ -101,8 +101,59 @@ std::optional<std::string> check_weight(const FoldInput& in) {
   return std::nullopt;
 }
 
-at::Tensor exact_weight(const FoldInput& in) {
-  return in.weight64.defined() ? in.weight64.to(at::kCPU, at::kDouble) : to_f64_cpu(in.weight);
+// The recipe of this fold's exact weight: the earlier steps, then this one.
+ExactWeight extend(const FoldInput& in, const at::Tensor& scale, bool divide) {
+  ExactWeight e = in.weight_exact ? *in.weight_exact : ExactWeight{in.weight, {}};
+  e.steps.push_back({scale, divide});
+  return e;
+}
+
+at::Tensor materialize(const ExactWeight& e, WeightLayout layout, int64_t groups) {
+  at::Tensor w64 = to_f64_cpu(e.base);
+  for (const auto& step : e.steps) {
+    const at::Tensor sw = scale_for_weight(step.scale, e.base, layout, groups);
+    w64 = step.divide ? w64 / sw : w64 * sw;
+  }
+  return w64;
+}
+
+// One multiplication per element, in float64, rounded once to float32 or
+// float64: the common case (a first fold into a Conv*d/Linear weight on the
+// CPU), without float64 temporaries. Same operations as materialize + round.
+template <typename T>
+at::Tensor scale_rows(const at::Tensor& base, const at::Tensor& scale, bool* finite) {
+  const at::Tensor w = base.contiguous();
+  at::Tensor out = at::empty_like(w, at::MemoryFormat::Contiguous);
+  const T* in = w.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  const double* s = scale.data_ptr<double>();
+  const int64_t rows = w.size(0), inner = rows ? w.numel() / rows : 0;
+  bool ok = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double k = s[r];
+    const T* a = in + r * inner;
+    T* b = dst + r * inner;
+    for (int64_t i = 0; i < inner; ++i) b[i] = static_cast<T>(static_cast<double>(a[i]) * k);
+    for (int64_t i = 0; i < inner; ++i) ok = ok && std::isfinite(b[i]);
+  }
+  *finite = ok;
+  return out;
+}
+
+// The weight rounded to its dtype, and whether every value is finite.
+at::Tensor rounded_weight(const FoldInput& in, const ExactWeight& e, bool* finite) {
+  const at::Tensor& base = e.base;
+  const auto dtype = base.scalar_type();
+  const bool fast = e.steps.size() == 1 && !e.steps[0].divide && in.layout == WeightLayout::OutFirst &&
+                    base.device().is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) &&
+                    base.scalar_type() == in.weight.scalar_type();
+  if (fast) {
+    const at::Tensor s = e.steps[0].scale.contiguous();
+    return dtype == at::kFloat ? scale_rows<float>(base, s, finite) : scale_rows<double>(base, s, finite);
+  }
+  at::Tensor out = round_once(materialize(e, in.layout, in.groups), in.weight.scalar_type());
+  *finite = all_finite(out);
+  return out;
 }
 
 at::Tensor exact_bias(const FoldInput& in, const at::Tensor& zeros_like_this) {
@@ -111,12 +162,14 @@ at::Tensor exact_bias(const FoldInput& in, const at::Tensor& zeros_like_this) {
 }
 
 // Rounds the exact results once to the parameter dtypes, on the weight's device.
-FoldOutcome finish(const FoldInput& in, const at::Tensor& w64, const at::Tensor& b64) {
+FoldOutcome finish(const FoldInput& in, ExactWeight exact, const at::Tensor& b64) {
   FoldOutcome r;
   const at::Tensor& w = in.weight;
   const c10::ScalarType bias_dtype = in.bias.defined() ? in.bias.scalar_type() : w.scalar_type();
-  Folded out{round_once(w64, w.scalar_type()), round_once(b64, bias_dtype), w64, b64};
-  if (!all_finite(out.weight) || !all_finite(out.bias)) {
+  bool weight_finite = true;
+  at::Tensor weight = rounded_weight(in, exact, &weight_finite);
+  Folded out{std::move(weight), round_once(b64, bias_dtype), std::move(exact), b64};
+  if (!weight_finite || !all_finite(out.bias)) {
     r.reason = "the folded values overflow " + std::string(c10::toString(w.scalar_type()));
     return r;
   }
@@ -140,9 +193,8 @@ FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
   const at::Tensor beta = norm.beta.defined() ? to_f64_cpu(norm.beta) : at::zeros_like(mean);
   const at::Tensor s = gamma / at::sqrt(var + norm.eps);
   const at::Tensor b0 = exact_bias(in, mean);
-  const at::Tensor w64 = exact_weight(in) * scale_for_weight(s, w, in.layout, in.groups);
   const at::Tensor b64 = (b0 - mean) * s + beta;
-  return finish(in, w64, b64);
+  return finish(in, extend(in, s.contiguous(), false), b64);
 }
 
 FoldOutcome fold_affine(const FoldInput& in, const AffineMap& map) {
@@ -159,17 +211,16 @@ FoldOutcome fold_affine(const FoldInput& in, const AffineMap& map) {
     r.reason = "the divisor has zeros";
     return r;
   }
-  at::Tensor w64 = exact_weight(in);
   const at::Tensor zeros = at::zeros({channels}, at::TensorOptions().dtype(at::kDouble));
   at::Tensor b64 = exact_bias(in, zeros);
+  ExactWeight exact = in.weight_exact ? *in.weight_exact : ExactWeight{in.weight, {}};
   if (map.scale.defined()) {
-    const at::Tensor s = map.scale.to(at::kCPU, at::kDouble).reshape({channels});
-    const at::Tensor sw = scale_for_weight(s, w, in.layout, in.groups);
-    w64 = map.divide ? w64 / sw : w64 * sw;
+    const at::Tensor s = map.scale.to(at::kCPU, at::kDouble).reshape({channels}).contiguous();
+    exact = extend(in, s, map.divide);
     b64 = map.divide ? b64 / s : b64 * s;
   }
   if (map.shift.defined()) b64 = b64 + map.shift.to(at::kCPU, at::kDouble).reshape({channels});
-  return finish(in, w64, b64);
+  return finish(in, std::move(exact), b64);
 }
 
 }  // namespace torchfold::core

@@ -19,6 +19,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace torchfold::core {
 
@@ -34,20 +35,37 @@ struct NormStats {
   double eps = 1e-5;
 };
 
+// The exact float64 value of a weight after this run's folds, kept as a
+// recipe instead of a float64 tensor: the weight before the first fold and the
+// per-output-channel maps applied to it, in order. Replaying them in float64
+// performs the same operations in the same order as computing each step on a
+// float64 tensor, so a chain is still rounded once, without holding a float64
+// copy (2x the weight's bytes) of every folded weight for the whole run.
+struct ExactWeight {
+  at::Tensor base;  // the weight before this run's first fold into it (any floating dtype)
+  struct Step {
+    at::Tensor scale;  // [channels] float64, CPU
+    bool divide = false;
+  };
+  std::vector<Step> steps;
+};
+
 struct FoldInput {
   at::Tensor weight;
   at::Tensor bias;        // undefined when the conv has none
-  // Exact float64 values of weight and bias when an earlier fold in the same
-  // run produced them: a chain (conv -> mul -> BN) is then rounded once, at
-  // the end, instead of once per step. Undefined: use weight/bias.
-  at::Tensor weight64, bias64;
+  // The exact values of weight and bias when an earlier fold in the same run
+  // produced them: a chain (conv -> mul -> BN) is then rounded once, at the
+  // end, instead of once per step. Empty/undefined: use weight/bias.
+  std::optional<ExactWeight> weight_exact;
+  at::Tensor bias64;
   WeightLayout layout = WeightLayout::OutFirst;
   int64_t groups = 1;
 };
 
 struct Folded {
-  at::Tensor weight, bias;      // same dtype and device as the input weight
-  at::Tensor weight64, bias64;  // the exact values before rounding (CPU float64)
+  at::Tensor weight, bias;   // same dtype and device as the input weight
+  ExactWeight weight_exact;  // the exact weight before rounding, as a recipe
+  at::Tensor bias64;         // the exact bias before rounding (CPU float64)
 };
 
 // A per-output-channel affine map applied to the operator's output:

@@ -123,7 +123,7 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
     ++stats.folded;
     if (weights_done.insert(p.op.weight->key()).second) {
       set_folded_params(module, p, bias_rewired);
-      if (exact) (*exact)[p.op.weight->key()] = {p.folded->weight64, p.folded->bias64};
+      if (exact) (*exact)[p.op.weight->key()] = {p.folded->weight_exact, p.folded->bias64};
       touched.insert(p.op.node->owningGraph());
     }
     if (removed.insert(p.norm.remove).second) {

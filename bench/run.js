@@ -1,0 +1,323 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * torchfold against its peers, in one run (npm run bench; --quick for a subset
+ * in under 3 minutes). See bench/README.md for how to read the output.
+ *
+ * For each model (scripted and traced) and batch, every variant is built from
+ * the same loaded module, checked against PyTorch's float64 reference output,
+ * and timed interleaved in rounds (A B C ... A B C ..., the first of each round
+ * rotating) after a warm-up:
+ *   loaded         the module as loaded
+ *   tf.fold        torchfold fuse()
+ *   tf.tune        torchfold fuse({ mode: 'tune' })
+ *   tf.optimize    torchfold fuse({ optimize }) keeping a saveable module
+ *   tf.optimize*   the same, allowed to keep an in-process-only module (requireSaveable: false)
+ *   lt.FoldConvBN  libtorch's torch::jit::FoldConvBatchNorm
+ *   lt.freeze      libtorch's torch::jit::freeze
+ *   lt.freeze+ofi  libtorch's freeze + torch::jit::optimize_for_inference
+ * Then: the addon's overhead (forward timed from JS and in C++), event-loop
+ * delay while ResNet-50 loads, fuses and saves, and latency at 1 and 2 threads.
+ *
+ *   node bench/run.js [--quick] [--models a,b] [--forms scripted,traced] [--batches 1,8]
+ *                     [--iterations N] [--warmup N] [--threads N] [--skip-extras]
+ */
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { monitorEventLoopDelay } = require('perf_hooks');
+
+const ROOT = path.resolve(__dirname, '..');
+const tf = require(path.join(ROOT, 'dist'));
+const { benchmarkMany, compareOutputs } = require(path.join(ROOT, 'dist', 'fuse'));
+const internal = require(path.join(ROOT, 'dist', 'internal', 'bench'));
+
+const MODELS_DIR = path.join(__dirname, 'models');
+const RESULTS_DIR = path.join(__dirname, 'results');
+
+function parseArgs(argv) {
+  const a = { quick: false, models: null, forms: ['scripted', 'traced'], batches: [1, 8], iterations: null, warmup: null,
+    threads: null, extras: true };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i], v = () => argv[++i];
+    if (k === '--quick') a.quick = true;
+    else if (k === '--models') a.models = v().split(',');
+    else if (k === '--forms') a.forms = v().split(',');
+    else if (k === '--batches') a.batches = v().split(',').map(Number);
+    else if (k === '--iterations') a.iterations = Number(v());
+    else if (k === '--warmup') a.warmup = Number(v());
+    else if (k === '--threads') a.threads = Number(v());
+    else if (k === '--skip-extras') a.extras = false;
+    else if (k === '--help' || k === '-h') { console.log(fs.readFileSync(__filename, 'utf8').split('*/')[0]); process.exit(0); }
+    else { console.error(`unknown argument ${k} (see --help)`); process.exit(2); }
+  }
+  if (a.quick) {
+    a.models ??= ['resnet18', 'mobilenet_v2', 'reused'];
+    a.forms = argv.includes('--forms') ? a.forms : ['traced'];
+    a.batches = argv.includes('--batches') ? a.batches : [1];
+  }
+  a.models ??= ['resnet18', 'resnet50', 'mobilenet_v2', 'efficientnet_b0', 'reused'];
+  return a;
+}
+
+function ensureModels() {
+  const python = process.env.TORCHFOLD_PYTHON || '/usr/bin/python3';
+  const r = spawnSync(python, [path.join(ROOT, 'scripts', 'make_bench_models.py'), MODELS_DIR], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error('bench: could not make the benchmark models (needs python3-torch and python3-torchvision; run bash scripts/setup.sh)');
+    process.exit(1);
+  }
+  return JSON.parse(fs.readFileSync(path.join(MODELS_DIR, 'manifest.json'), 'utf8'));
+}
+
+function readTensor(ref, rows) {
+  const buf = fs.readFileSync(path.join(MODELS_DIR, ref.file));
+  const Ctor = { float32: Float32Array, float64: Float64Array }[ref.dtype];
+  const all = new Ctor(buf.buffer, buf.byteOffset, buf.length / Ctor.BYTES_PER_ELEMENT);
+  const shape = [...ref.shape];
+  if (rows !== undefined && rows !== shape[0]) {
+    const per = all.length / shape[0];
+    shape[0] = rows;
+    return { data: all.slice(0, rows * per), shape };
+  }
+  return { data: all.slice(), shape };
+}
+
+async function maxAbsAgainst(module, input, ref64) {
+  const out = await module.forward(input);
+  const t = Array.isArray(out) ? out[0] : out;
+  const got = (await t.to('cpu')).toTypedArray();
+  let m = 0;
+  for (let i = 0; i < ref64.data.length; i++) m = Math.max(m, Math.abs(Number(got[i]) - ref64.data[i]));
+  return m;
+}
+
+/** Builds one variant, measuring wall time and the peak RSS above where it started. */
+async function build(name, make) {
+  internal.resetPeakRss();
+  const before = internal.rss();
+  const t0 = performance.now();
+  try {
+    const r = await make();
+    const ms = performance.now() - t0;
+    const after = internal.rss();
+    return { name, ...r, transformMs: ms, peakExtraBytes: before && after ? Math.max(0, after.peak - before.current) : null };
+  } catch (e) {
+    return { name, error: `${e.code ?? e.name}: ${e.message.split('\n')[0]}` };
+  }
+}
+
+const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
+const fms = (v) => (v === null || v === undefined ? '—' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+
+async function benchModel(name, form, batch, entry, o) {
+  const file = path.join(MODELS_DIR, entry.files[form].file);
+  const loaded = await tf.load(file);
+  const inputData = readTensor(entry.input, batch);
+  const x = tf.Tensor.from(inputData.data, inputData.shape);
+  const ref = readTensor(entry.reference[String(batch)]);
+  const weightBytes = entry.stats.param_bytes ?? null;
+  const optIters = Math.max(3, Math.min(10, o.iterations));
+  const variants = [{ name: 'loaded', module: loaded, transformMs: 0, peakExtraBytes: 0 }];
+  const add = async (vname, make) => variants.push(await build(vname, make));
+  await add('tf.fold', async () => { const r = await loaded.fuse(); return { module: r.module, folded: r.report.folded, skipped: r.report.skipped }; });
+  await add('tf.tune', async () => { const r = await loaded.fuse({ mode: 'tune' }); return { module: r.module, folded: r.report.folded }; });
+  await add('tf.optimize', async () => {
+    const r = await loaded.fuse({ optimize: { inputs: [x], iterations: optIters, warmup: 1 } });
+    return { module: r.module, folded: r.report.folded, detail: r.report.optimize.chosen };
+  });
+  await add('tf.optimize*', async () => {
+    const r = await loaded.fuse({ optimize: { inputs: [x], iterations: optIters, warmup: 1, requireSaveable: false } });
+    return { module: r.module, folded: r.report.folded, detail: r.report.optimize.chosen };
+  });
+  await add('lt.FoldConvBN', async () => ({ module: (await internal.peer(loaded, 'fold_conv_bn')).module }));
+  await add('lt.freeze', async () => ({ module: (await internal.peer(loaded, 'freeze')).module }));
+  await add('lt.freeze+ofi', async () => ({ module: (await internal.peer(loaded, 'freeze_optimize')).module }));
+  const ok = variants.filter((v) => v.module);
+  for (const v of ok) v.maxAbsError = await maxAbsAgainst(v.module, x, ref);
+  const stats = await benchmarkMany(ok.map((v) => (xs) => v.module.forward(...xs)), [x], o.iterations, o.warmup);
+  ok.forEach((v, i) => { v.latency = stats[i]; });
+  const base = variants[0].latency.medianMs;
+  const rows = variants.map((v) => ({
+    variant: v.name, detail: v.detail ?? null, error: v.error ?? null,
+    medianMs: v.latency?.medianMs ?? null, p10Ms: v.latency?.p10Ms ?? null, p90Ms: v.latency?.p90Ms ?? null,
+    ratio: v.latency ? v.latency.medianMs / base : null,
+    transformMs: v.transformMs ?? null, peakExtraBytes: v.peakExtraBytes ?? null,
+    peakExtraOfWeights: v.peakExtraBytes && weightBytes ? v.peakExtraBytes / weightBytes : null,
+    maxAbsError: v.maxAbsError ?? null, folded: v.folded ?? null,
+  }));
+  for (const v of variants) if (v.module && v !== variants[0]) await v.module.dispose();
+  await loaded.dispose();
+  x.dispose();
+  return { model: name, form, batch, weightBytes, float32Error: entry.float32_error?.[String(batch)] ?? null,
+    iterations: o.iterations, warmup: o.warmup, threads: tf.getNumThreads(), rows };
+}
+
+function table(result) {
+  const lines = [`### ${result.model} (${result.form}), batch ${result.batch}: ${result.iterations} rounds, ${result.threads} thread(s); ` +
+    `float32 error of the model itself vs float64: ${fmt(result.float32Error * 1e6, 2)}e-6`, '',
+  '| variant | median ms | p10 | p90 | ratio | transform ms | peak extra (× weights) | max abs err vs f64 | folded |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
+  for (const r of result.rows) {
+    if (r.error) { lines.push(`| ${r.variant} | failed: ${r.error} | | | | | | | |`); continue; }
+    const mem = r.peakExtraBytes === null ? '—' : `${(r.peakExtraBytes / 2 ** 20).toFixed(0)} MiB${r.peakExtraOfWeights ? ` (${fmt(r.peakExtraOfWeights)}×)` : ''}`;
+    lines.push(`| ${r.variant}${r.detail ? ` (${r.detail})` : ''} | ${fms(r.medianMs)} | ${fms(r.p10Ms)} | ${fms(r.p90Ms)} | ${fmt(r.ratio, 3)} | ` +
+      `${r.variant === 'loaded' ? '—' : fms(r.transformMs)} | ${r.variant === 'loaded' ? '—' : mem} | ${r.maxAbsError === null ? '—' : r.maxAbsError.toExponential(1)} | ${r.folded ?? '—'} |`);
+  }
+  return lines.join('\n');
+}
+
+/** The same forward timed from JS through the addon and inside C++ (no JS between calls), interleaved in blocks. */
+async function overhead(file, shape, blocks, perBlock) {
+  const m = await tf.load(file);
+  const x = tf.Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.5), shape);
+  const js = [], cpp = [];
+  await internal.timeForwardNative(m, [x], perBlock, Math.min(5, perBlock));
+  for (let b = 0; b < blocks; b++) {
+    const t0 = performance.now();
+    for (let i = 0; i < perBlock; i++) await m.forward(x);
+    js.push((performance.now() - t0) / perBlock);
+    const ms = await internal.timeForwardNative(m, [x], perBlock, 0);
+    cpp.push(ms.reduce((a, c) => a + c, 0) / perBlock);
+  }
+  await m.dispose();
+  x.dispose();
+  const med = (v) => [...v].sort((a, c) => a - c)[Math.floor(v.length / 2)];
+  return { model: path.basename(file), shape, blocks, perBlock, jsMs: med(js), cppMs: med(cpp),
+    overheadPct: (med(js) / med(cpp) - 1) * 100, overheadUs: (med(js) - med(cpp)) * 1000 };
+}
+
+async function eventLoop(file, shape) {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  const out = path.join(os.tmpdir(), `torchfold-bench-${process.pid}.pt`);
+  const steps = {};
+  const step = async (name, fn) => {
+    h.reset();
+    h.enable();
+    const t0 = performance.now();
+    const r = await fn();
+    h.disable();
+    steps[name] = { ms: performance.now() - t0, maxDelayMs: h.max / 1e6 };
+    return r;
+  };
+  const m = await step('load', () => tf.load(file));
+  const f = await step('fuse', () => m.fuse());
+  await step('save', () => f.module.save(out));
+  fs.rmSync(out, { force: true });
+  await f.module.dispose();
+  await m.dispose();
+  void shape;
+  return { model: path.basename(file), steps, maxDelayMs: Math.max(...Object.values(steps).map((s) => s.maxDelayMs)) };
+}
+
+async function threadSweep(file, shape, iterations) {
+  const m = await tf.load(file);
+  const fused = (await m.fuse()).module;
+  const x = tf.Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.5), shape);
+  const before = tf.getNumThreads();
+  const rows = [];
+  for (const n of [1, 2]) {
+    tf.setNumThreads(n);
+    const [a, b] = await benchmarkMany([(xs) => m.forward(...xs), (xs) => fused.forward(...xs)], [x], iterations, 2);
+    rows.push({ threads: n, loadedMs: a.medianMs, foldMs: b.medianMs });
+  }
+  tf.setNumThreads(before);
+  await fused.dispose();
+  await m.dispose();
+  x.dispose();
+  return { model: path.basename(file), shape, rows };
+}
+
+function targets(results, extras) {
+  const checks = [];
+  const row = (r, v) => r.rows.find((x) => x.variant === v);
+  for (const r of results) {
+    const at = `${r.model}/${r.form}/b${r.batch}`;
+    const fold = row(r, 'tf.fold'), opt = row(r, 'tf.optimize'), optAny = row(r, 'tf.optimize*');
+    const peerRatio = (a, b) => (a?.medianMs && b?.medianMs ? a.medianMs / b.medianMs : null);
+    for (const peer of ['lt.FoldConvBN', 'lt.freeze']) {
+      const q = peerRatio(fold, row(r, peer));
+      if (q !== null) checks.push({ target: `fold <= 1.02 × ${peer}`, at, value: q, pass: q <= 1.02 });
+    }
+    if (opt?.ratio) checks.push({ target: 'optimize (saveable) <= 1.00 × loaded (never slower; 2% noise allowed)', at, value: opt.ratio, pass: opt.ratio <= 1.02 });
+    const ofi = row(r, 'lt.freeze+ofi');
+    for (const [v, label] of [[opt, 'optimize (saveable)'], [optAny, 'optimize (in-process)']]) {
+      const q = peerRatio(v, ofi);
+      if (q !== null) checks.push({ target: `${label} <= 1.02 × freeze+ofi`, at, value: q, pass: q <= 1.02 });
+    }
+    if (r.model === 'resnet50' && fold?.transformMs) {
+      checks.push({ target: 'fold ResNet-50 in < 100 ms', at, value: fold.transformMs, pass: fold.transformMs < 100 });
+      if (fold.peakExtraOfWeights) checks.push({ target: 'fold peak extra memory < 2.2 × weights', at, value: fold.peakExtraOfWeights, pass: fold.peakExtraOfWeights < 2.2 });
+    }
+  }
+  if (extras.overhead) {
+    const [big, tiny] = extras.overhead;
+    if (big) checks.push({ target: 'Node overhead < 2% (ResNet-18 batch 1)', at: big.model, value: big.overheadPct, pass: big.overheadPct < 2 });
+    if (tiny) checks.push({ target: 'Node overhead < 30 µs per call (tiny model)', at: tiny.model, value: tiny.overheadUs, pass: tiny.overheadUs < 30 });
+  }
+  if (extras.eventLoop) {
+    checks.push({ target: 'event-loop delay < 20 ms while ResNet-50 loads, fuses, saves', at: extras.eventLoop.model,
+      value: extras.eventLoop.maxDelayMs, pass: extras.eventLoop.maxDelayMs < 20 });
+  }
+  return checks;
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const manifest = ensureModels();
+  if (o.threads) tf.setNumThreads(o.threads);
+  o.iterations ??= o.quick ? 8 : 15;
+  o.warmup ??= 2;
+  const started = new Date();
+  const machine = { host: os.hostname(), cpu: os.cpus()[0]?.model, cpus: os.cpus().length, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    platform: `${process.platform}-${process.arch}`, node: process.version, libtorch: tf.versions.libtorch, torchfold: tf.versions.torchfold,
+    threads: tf.getNumThreads(), cuda: tf.cuda.isAvailable() };
+  console.log(`# torchfold benchmark${o.quick ? ' (quick)' : ''}\n\n${started.toISOString()} on ${machine.cpu} (${machine.cpus} CPUs, ${machine.memoryGiB} GiB), ` +
+    `${machine.platform}, Node ${machine.node}, libtorch ${machine.libtorch}, ${machine.threads} intra-op thread(s)` +
+    `${machine.cuda ? '' : '; no CUDA device: CUDA variants not run'}\n`);
+  const results = [];
+  for (const name of o.models) {
+    const entry = manifest.models[name];
+    if (!entry) { console.error(`no benchmark model ${name}`); process.exit(2); }
+    for (const form of o.forms) {
+      if (!entry.files[form]?.file) { console.log(`(${name} ${form}: not available: ${entry.files[form]?.error ?? 'missing'})\n`); continue; }
+      for (const batch of o.batches) {
+        const slow = (name === 'resnet50' || name === 'efficientnet_b0') && batch > 1;
+        const r = await benchModel(name, form, batch, entry, { ...o, iterations: slow ? Math.max(5, Math.round(o.iterations / 2)) : o.iterations });
+        results.push(r);
+        console.log(table(r) + '\n');
+      }
+    }
+  }
+  const extras = {};
+  if (o.extras) {
+    const r18 = path.join(MODELS_DIR, manifest.models.resnet18.files.traced.file);
+    const tiny = manifest.models.tiny;
+    extras.overhead = [await overhead(r18, [1, 3, 224, 224], o.quick ? 3 : 5, o.quick ? 5 : 10),
+      await overhead(path.join(MODELS_DIR, tiny.files.traced.file), [1, ...tiny.input.shape.slice(1)], 5, 2000)];
+    console.log('### Node overhead: the same forward from JS and in C++\n\n| model | input | JS ms/call | C++ ms/call | overhead |\n|---|---|---:|---:|---:|');
+    for (const v of extras.overhead) {
+      console.log(`| ${v.model} | ${v.shape.join('×')} | ${v.jsMs.toFixed(4)} | ${v.cppMs.toFixed(4)} | ${v.overheadPct.toFixed(2)}% (${v.overheadUs.toFixed(1)} µs) |`);
+    }
+    const r50 = path.join(MODELS_DIR, manifest.models.resnet50.files.scripted.file);
+    extras.eventLoop = await eventLoop(r50);
+    console.log(`\n### Event-loop delay (ResNet-50 scripted, monitorEventLoopDelay)\n\n| step | ms | max delay ms |\n|---|---:|---:|`);
+    for (const [k, v] of Object.entries(extras.eventLoop.steps)) console.log(`| ${k} | ${v.ms.toFixed(0)} | ${v.maxDelayMs.toFixed(1)} |`);
+    const sweepModel = o.quick ? manifest.models.resnet18 : manifest.models.resnet50;
+    extras.threads = await threadSweep(path.join(MODELS_DIR, sweepModel.files.traced.file), [1, 3, 224, 224], o.quick ? 3 : 5);
+    console.log(`\n### Threads (${extras.threads.model}, batch 1)\n\n| threads | loaded ms | tf.fold ms |\n|---:|---:|---:|`);
+    for (const r of extras.threads.rows) console.log(`| ${r.threads} | ${fms(r.loadedMs)} | ${fms(r.foldMs)} |`);
+  }
+  const checks = targets(results, extras);
+  console.log('\n### Targets\n\n| target | where | value | |\n|---|---|---:|---|');
+  for (const c of checks) console.log(`| ${c.target} | ${c.at} | ${fmt(c.value, 3)} | ${c.pass ? 'pass' : '**miss**'} |`);
+  const finished = new Date();
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  const out = path.join(RESULTS_DIR, `${started.toISOString().replace(/[:.]/g, '-')}-${o.quick ? 'quick' : 'full'}.json`);
+  fs.writeFileSync(out, JSON.stringify({ schema: 'torchfold/bench@1', machine, options: o, startedAt: started.toISOString(),
+    durationMs: finished - started, results, extras, targets: checks }, null, 2) + '\n');
+  console.log(`\n${results.length} configurations in ${((finished - started) / 1000).toFixed(0)} s; JSON: ${path.relative(process.cwd(), out)}`);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
