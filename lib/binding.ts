@@ -42,6 +42,8 @@ export interface NativeModule {
   fuse(options: { dryRun?: boolean; treatTrainingAsEval?: boolean; exclude?: string[]; excludeReason?: string;
     mode?: 'fold' | 'tune'; constants?: boolean; modules?: string[][] }): Promise<import('./fuse').NativeFuseResult>;
   freeze(options: { optimize: boolean }): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number }>;
+  onednn(): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number; rewritten: number;
+    kept: number; keptReasons: string[] }>;
   benchPeer(kind: string): Promise<{ module: NativeModule; buildMs: number }>;
   benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number): Promise<number[]>;
   benchToDtype(dtype: string): Promise<NativeModule>;

@@ -340,6 +340,32 @@ async function chooseCandidate(self: ScriptModule, fused: ScriptModule, fusedHan
       entries.push({ report, module: null, run: original });
     }
   }
+  // On the CPU: the frozen module with its 2-d float32 convolutions calling
+  // oneDNN on plain tensors. Saveable, unlike optimize_for_inference's oneDNN
+  // constants, and it avoids libtorch's reference-BLAS path for 1x1
+  // convolutions at small batch with one thread.
+  const frozen = entries.find((e) => e.report.name === 'frozen')?.module;
+  if (frozen && self.device === 'cpu') {
+    signal?.throwIfAborted();
+    const report: CandidateReport = { name: 'frozen+onednn', eligible: false, saveable: false, methodsKept: false, buildMs: 0 };
+    try {
+      const h = await nativeHandle(frozen).onednn();
+      const v = { ...h, module: new ScriptModule(h.module) };
+      if (v.rewritten === 0) {
+        await v.module.dispose();
+        report.reason = `no convolution to rewrite${v.keptReasons.length ? `: ${v.keptReasons[0]}` : ''}`;
+        entries.push({ report, module: null, run: original });
+      } else {
+        Object.assign(report, { saveable: v.saveable, buildMs: v.buildMs, note: `${v.rewritten} convolutions on oneDNN, ${v.kept} kept` },
+          v.saveError ? { saveError: v.saveError } : {});
+        const m = v.module;
+        entries.push({ report, module: m, run: (xs) => m.forward(...xs) });
+      }
+    } catch (e) {
+      report.reason = `could not be built: ${(e as Error).message}`;
+      entries.push({ report, module: null, run: original });
+    }
+  }
   for (const e of entries.slice(1)) {
     signal?.throwIfAborted();
     if (!e.module) continue;

@@ -42,8 +42,10 @@ export interface StepReport {
 }
 
 export interface CandidateReport {
-  /** 'input' (the module as given), 'fused', 'frozen', 'frozen+optimized'. */
+  /** 'input' (the module as given), 'fused', 'frozen', 'frozen+optimized', 'frozen+onednn' (CPU). */
   name: string;
+  /** What the candidate changed, e.g. '53 convolutions on oneDNN, 0 kept'. */
+  note?: string;
   /** Whether it can be chosen: valid outputs, every method kept, saveable (unless allowed otherwise). */
   eligible: boolean;
   reason?: string;

@@ -18,6 +18,7 @@ Napi::Function ModuleWrap::Define(Napi::Env env) {
       InstanceMethod<&ModuleWrap::Fuse>("fuse"),
       InstanceMethod<&ModuleWrap::To>("to"),
       InstanceMethod<&ModuleWrap::Freeze>("freeze"),
+      InstanceMethod<&ModuleWrap::Onednn>("onednn"),
       InstanceMethod<&ModuleWrap::BenchPeer>("benchPeer"),
       InstanceMethod<&ModuleWrap::BenchTimeForward>("benchTimeForward"),
       InstanceMethod<&ModuleWrap::BenchToDtype>("benchToDtype"),
@@ -209,6 +210,29 @@ Napi::Value ModuleWrap::BenchToDtype(const Napi::CallbackInfo& info) {
   const std::string dtype = string_arg(info, 0, "dtype");
   core::ModulePtr m = module(info.Env());
   return StartModuleWork("torchfold:benchToDtype", [m, dtype]() { return core::module_to_dtype(*m, dtype); });
+}
+
+// onednn() on a frozen module -> { module, saveable, saveError, buildMs, rewritten, kept, keptReasons }
+Napi::Value ModuleWrap::Onednn(const Napi::CallbackInfo& info) {
+  core::ModulePtr m = module(info.Env());
+  ++in_flight_;
+  return PromiseWorker<core::OnednnVariant>::Start(
+      Value(), "torchfold:onednn",
+      [m]() { return core::onednn_variant(*m); },
+      [](Napi::Env e, core::OnednnVariant& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("module", Create(e, r.variant.module));
+        out.Set("saveable", r.variant.saveable);
+        if (!r.variant.saveable) out.Set("saveError", r.variant.save_error);
+        out.Set("buildMs", r.variant.build_ms);
+        out.Set("rewritten", r.rewritten);
+        out.Set("kept", r.kept);
+        Napi::Array reasons = Napi::Array::New(e, r.kept_reasons.size());
+        for (uint32_t i = 0; i < r.kept_reasons.size(); ++i) reasons.Set(i, r.kept_reasons[i]);
+        out.Set("keptReasons", reasons);
+        return out;
+      },
+      [this]() { --in_flight_; });
 }
 
 Napi::Value ModuleWrap::Freeze(const Napi::CallbackInfo& info) {

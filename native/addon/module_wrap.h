@@ -37,6 +37,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value Fuse(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Freeze(const Napi::CallbackInfo& info);
+  Napi::Value Onednn(const Napi::CallbackInfo& info);
   // Benchmark-only entry points (lib/internal/bench.ts): libtorch peers, a
   // forward loop timed in C++, a float64 copy.
   Napi::Value BenchPeer(const Napi::CallbackInfo& info);

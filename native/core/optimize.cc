@@ -193,6 +193,26 @@ void collect_convs(torch::jit::Block* block, std::vector<Node*>& out) {
 
 }  // namespace
 
+namespace {
+
+// Saves to memory and loads back: some optimized modules hold constants the
+// serializer cannot write (oneDNN tensors), which only shows here.
+void check_round_trip(const torch::jit::Module& module, const std::string& device, Variant* v) {
+  try {
+    std::stringstream buffer;
+    module.save(buffer);
+    torch::jit::load(buffer, c10::Device(device));
+  } catch (const c10::Error& e) {
+    v->saveable = false;
+    v->save_error = torch_message(e);
+  } catch (const std::exception& e) {
+    v->saveable = false;
+    v->save_error = e.what();
+  }
+}
+
+}  // namespace
+
 Variant inference_variant(const torch::jit::Module& module, bool optimize_for_inference) {
   apply_thread_settings();
   if (is_training(module)) {
@@ -209,17 +229,7 @@ Variant inference_variant(const torch::jit::Module& module, bool optimize_for_in
   if (optimize_for_inference) frozen = torch::jit::optimize_for_inference(frozen, others);
   v.module = std::make_shared<torch::jit::Module>(frozen);
   v.build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  try {
-    std::stringstream buffer;
-    frozen.save(buffer);
-    torch::jit::load(buffer, c10::Device(module_device(module)));
-  } catch (const c10::Error& e) {
-    v.saveable = false;
-    v.save_error = torch_message(e);
-  } catch (const std::exception& e) {
-    v.saveable = false;
-    v.save_error = e.what();
-  }
+  check_round_trip(frozen, module_device(module), &v);
   return v;
 }
 
@@ -263,6 +273,23 @@ MkldnnRewrite mkldnn_conv_variant(const torch::jit::Module& frozen) {
   }
   r.build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+}  // namespace torchfold::core
+
+namespace torchfold::core {
+
+OnednnVariant onednn_variant(const torch::jit::Module& frozen) {
+  apply_thread_settings();
+  MkldnnRewrite r = mkldnn_conv_variant(frozen);
+  OnednnVariant out;
+  out.variant.module = r.module;
+  out.variant.build_ms = r.build_ms;
+  out.rewritten = r.rewritten;
+  out.kept = r.kept;
+  out.kept_reasons = std::move(r.kept_reasons);
+  check_round_trip(*r.module, module_device(*r.module), &out.variant);
+  return out;
 }
 
 }  // namespace torchfold::core

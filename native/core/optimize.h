@@ -60,4 +60,14 @@ struct MkldnnRewrite {
 
 MkldnnRewrite mkldnn_conv_variant(const torch::jit::Module& frozen);
 
+// The optimize candidate built on mkldnn_conv_variant: the rewrite of a frozen
+// module, checked for a save/load round trip like inference_variant's.
+struct OnednnVariant {
+  Variant variant;
+  int rewritten = 0;
+  int kept = 0;
+  std::vector<std::string> kept_reasons;
+};
+OnednnVariant onednn_variant(const torch::jit::Module& frozen);
+
 }  // namespace torchfold::core
