@@ -7,8 +7,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { load, Tensor } from '../lib';
-import { decode, FIXTURES, readTensorData, tmpDir } from './helpers/fixtures';
+import { load, ScriptModule, Tensor } from '../lib';
+import { nativeHandle } from '../lib/module';
+import { checkInPyTorch, decode, FIXTURES, model, readTensorData, tmpDir } from './helpers/fixtures';
 import { manifestOf, within } from './helpers/subdir';
 
 interface Attempt { preserved_attrs: string[] | null; save_reload: { ok: boolean; error: string | null } }
@@ -34,7 +35,11 @@ describe.each(Object.entries(cases))('optimize %s', (name, c) => {
     const m = await load(path.join(FIXTURES, 'transform', c.file));
     const { module, report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 5, warmup: 1 } });
     const o = report.optimize!;
-    expect(o.candidates.map((k) => k.name)).toEqual(['input', 'fused', 'frozen', 'frozen+optimized']);
+    expect(o.candidates.map((k) => k.name)).toEqual(['input', 'fused', 'frozen', 'frozen+optimized', 'frozen+onednn']);
+    // The oneDNN rewrite of the frozen module is a plain aten op: it always saves (or was not built: no conv to rewrite).
+    const onednn = o.candidates.find((k) => k.name === 'frozen+onednn')!;
+    if (onednn.note) expect(onednn.saveable, onednn.saveError).toBe(true);
+    else expect(onednn.reason).toMatch(/no convolution to rewrite/);
     const chosen = o.candidates.find((k) => k.name === o.chosen)!;
     expect(chosen.eligible).toBe(true);
     const input = o.candidates[0];
@@ -86,4 +91,27 @@ describe('optimize options', () => {
     const frozen = report.optimize!.candidates.filter((k) => k.name.startsWith('frozen'));
     for (const k of frozen) expect(k.reason).toMatch(/eval mode/);
   });
+});
+
+describe('the frozen+onednn candidate', () => {
+  for (const name of ['resnet18_traced', 'resnet18_scripted', 'multi_method']) {
+    it(`${name}: every 2-d conv runs on oneDNN, and PyTorch loads the saved module and reproduces the model`, async () => {
+      const m = await load(model(name).path);
+      const frozen = await nativeHandle(m).freeze({ optimize: false });
+      const v = await frozen.module.onednn();
+      expect(v.saveable, v.saveError).toBe(true);
+      expect(v.rewritten).toBeGreaterThan(0);
+      expect(v.kept, v.keptReasons.join('; ')).toBe(0);
+      const onednn = new ScriptModule(v.module);
+      expect(onednn.graph('forward')).toContain('aten::mkldnn_convolution');
+      const file = path.join(out, `${name}-onednn.pt`);
+      await onednn.save(file);
+      const py = checkInPyTorch(file, name);
+      expect(py.error).toBeUndefined();
+      expect(py.ok).toBe(true);
+      await onednn.dispose();
+      frozen.module.dispose();
+      await m.dispose();
+    }, 60_000);
+  }
 });

@@ -5,7 +5,10 @@
 #include <torch/version.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <dlfcn.h>
+#include <sched.h>
+#include <thread>
 #include <mutex>
 #include <set>
 #include <sys/stat.h>
@@ -20,20 +23,54 @@ namespace torchfold::core {
 
 namespace {
 std::atomic<int> wanted_threads{0};  // 0: leave libtorch's default
+std::once_flag default_once;
+
+int cpus_available() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  const unsigned n = std::thread::hardware_concurrency();
+  return n ? static_cast<int>(n) : 1;
 }
+
+// libtorch starts with one intra-op thread per physical core: one on a
+// machine with two hyper-threads of one core. At one thread, libtorch 1.13
+// sends 1x1 convolutions at batch < 16 to its slow reference-BLAS path (it
+// takes oneDNN only with more threads): ResNet-50 at batch 1 runs ~10x slower
+// (bench/README.md). So, unless the user chose (TORCHFOLD_NUM_THREADS,
+// OMP_NUM_THREADS, or set_num_threads), use at least two threads where two
+// CPUs are available.
+void choose_default() {
+  if (const char* env = std::getenv("TORCHFOLD_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) wanted_threads.store(n);
+    return;
+  }
+  if (std::getenv("OMP_NUM_THREADS") || std::getenv("MKL_NUM_THREADS")) return;
+  const int cpus = cpus_available();
+  if (cpus >= 2 && at::get_num_threads() < 2) wanted_threads.store(2);
+}
+
+void ensure_default() {
+  std::call_once(default_once, choose_default);
+}
+}  // namespace
 
 void set_num_threads(int n) {
   if (n < 1) throw Error(ErrorCode::InvalidArg, "Expected a positive integer for threads");
+  ensure_default();
   wanted_threads.store(n);
   at::set_num_threads(n);
 }
 
 int get_num_threads() {
+  ensure_default();
   const int wanted = wanted_threads.load();
   return wanted > 0 ? wanted : at::get_num_threads();
 }
 
 void apply_thread_settings() {
+  ensure_default();
   const int wanted = wanted_threads.load();
   if (wanted > 0 && at::get_num_threads() != wanted) at::set_num_threads(wanted);
 }
