@@ -19,7 +19,7 @@ function threadsWith(env: Record<string, string | undefined>, code = 'console.lo
 
 describe('default threads', () => {
   const cpus = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-  it('uses at least two threads when two CPUs are available, else libtorch\\'s default', () => {
+  it('uses at least two threads when two CPUs are available, else the default of libtorch', () => {
     const libtorchDefault = threadsWith({ OMP_NUM_THREADS: undefined, TORCHFOLD_NUM_THREADS: undefined });
     if (cpus >= 2) expect(libtorchDefault).toBeGreaterThanOrEqual(2);
     else expect(libtorchDefault).toBe(1);
