@@ -30,7 +30,7 @@ const { monitorEventLoopDelay } = require('perf_hooks');
 
 const ROOT = path.resolve(__dirname, '..');
 const tf = require(path.join(ROOT, 'dist'));
-const { benchmarkMany, compareOutputs } = require(path.join(ROOT, 'dist', 'fuse'));
+const { benchmarkMany } = require(path.join(ROOT, 'dist', 'fuse'));
 const internal = require(path.join(ROOT, 'dist', 'internal', 'bench'));
 
 const MODELS_DIR = path.join(__dirname, 'models');
@@ -93,6 +93,36 @@ async function maxAbsAgainst(module, input, ref64) {
   return m;
 }
 
+const quantile = (v, p) => { const s = [...v].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * (s.length - 1) + 0.5))]; };
+
+/**
+ * Rounds of one call per runner (the first of each round rotating) after a
+ * warm-up; raw milliseconds per runner and round, so ratios can be paired by round.
+ */
+async function interleaved(runners, inputs, rounds, warmup) {
+  for (let i = 0; i < warmup; i++) for (const r of runners) await r(inputs);
+  const samples = runners.map(() => []);
+  for (let i = 0; i < rounds; i++) {
+    for (let k = 0; k < runners.length; k++) {
+      const j = (i + k) % runners.length;
+      const t0 = performance.now();
+      await runners[j](inputs);
+      samples[j].push(performance.now() - t0);
+    }
+  }
+  return samples;
+}
+
+/** Median over rounds of a[i] / b[i]: robust to a machine that drifts between fast and slow phases. */
+const pairedRatio = (a, b) => quantile(a.map((x, i) => x / b[i]), 0.5);
+
+/** Transform time and peak extra RSS of one variant, each measured in a fresh process. */
+function transformCost(file, variant) {
+  const r = spawnSync(process.execPath, ['--expose-gc', path.join(__dirname, 'transform-cost.js'), file, variant], { encoding: 'utf8' });
+  if (r.status !== 0) return { error: (r.stderr || '').trim().split('\n').pop() };
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
+
 /** Builds one variant, measuring wall time and the peak RSS above where it started. */
 async function build(name, make) {
   internal.resetPeakRss();
@@ -120,6 +150,7 @@ async function benchModel(name, form, batch, entry, o) {
   const weightBytes = entry.stats.param_bytes ?? null;
   const optIters = Math.max(3, Math.min(10, o.iterations));
   const variants = [{ name: 'loaded', module: loaded, transformMs: 0, peakExtraBytes: 0 }];
+  // In-process build times (kept when no fresh-process cost exists, e.g. for optimize).
   const add = async (vname, make) => variants.push(await build(vname, make));
   await add('tf.fold', async () => { const r = await loaded.fuse(); return { module: r.module, folded: r.report.folded, skipped: r.report.skipped }; });
   await add('tf.tune', async () => { const r = await loaded.fuse({ mode: 'tune' }); return { module: r.module, folded: r.report.folded }; });
@@ -136,16 +167,23 @@ async function benchModel(name, form, batch, entry, o) {
   await add('lt.freeze+ofi', async () => ({ module: (await internal.peer(loaded, 'freeze_optimize')).module }));
   const ok = variants.filter((v) => v.module);
   for (const v of ok) v.maxAbsError = await maxAbsAgainst(v.module, x, ref);
-  const stats = await benchmarkMany(ok.map((v) => (xs) => v.module.forward(...xs)), [x], o.iterations, o.warmup);
-  ok.forEach((v, i) => { v.latency = stats[i]; });
-  const base = variants[0].latency.medianMs;
+  const samples = await interleaved(ok.map((v) => (xs) => v.module.forward(...xs)), [x], o.iterations, o.warmup);
+  ok.forEach((v, i) => { v.samples = samples[i]; });
+  // Transform cost in fresh processes (batch-independent: measured once per model and form).
+  for (const v of variants) {
+    const cost = o.costs.get(`${file}\u0000${v.name}`);
+    if (cost && !cost.error) { v.transformMs = cost.ms; v.peakExtraBytes = cost.peakExtraBytes; }
+    else if (v.name !== 'loaded') v.peakExtraBytes = null;  // in-process peaks hide behind memory freed earlier
+  }
+  const base = variants[0].samples;
   const rows = variants.map((v) => ({
     variant: v.name, detail: v.detail ?? null, error: v.error ?? null,
-    medianMs: v.latency?.medianMs ?? null, p10Ms: v.latency?.p10Ms ?? null, p90Ms: v.latency?.p90Ms ?? null,
-    ratio: v.latency ? v.latency.medianMs / base : null,
+    medianMs: v.samples ? quantile(v.samples, 0.5) : null, p10Ms: v.samples ? quantile(v.samples, 0.1) : null,
+    p90Ms: v.samples ? quantile(v.samples, 0.9) : null,
+    ratio: v.samples ? pairedRatio(v.samples, base) : null,
     transformMs: v.transformMs ?? null, peakExtraBytes: v.peakExtraBytes ?? null,
     peakExtraOfWeights: v.peakExtraBytes && weightBytes ? v.peakExtraBytes / weightBytes : null,
-    maxAbsError: v.maxAbsError ?? null, folded: v.folded ?? null,
+    maxAbsError: v.maxAbsError ?? null, folded: v.folded ?? null, samples: v.samples ?? null,
   }));
   for (const v of variants) if (v.module && v !== variants[0]) await v.module.dispose();
   await loaded.dispose();
@@ -157,7 +195,7 @@ async function benchModel(name, form, batch, entry, o) {
 function table(result) {
   const lines = [`### ${result.model} (${result.form}), batch ${result.batch}: ${result.iterations} rounds, ${result.threads} thread(s); ` +
     `float32 error of the model itself vs float64: ${fmt(result.float32Error * 1e6, 2)}e-6`, '',
-  '| variant | median ms | p10 | p90 | ratio | transform ms | peak extra (× weights) | max abs err vs f64 | folded |',
+  '| variant | median ms | p10 | p90 | ratio to loaded | transform ms | peak extra RSS (× weights) | max abs err vs f64 | folded |',
   '|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
   for (const r of result.rows) {
     if (r.error) { lines.push(`| ${r.variant} | failed: ${r.error} | | | | | | | |`); continue; }
@@ -168,24 +206,27 @@ function table(result) {
   return lines.join('\n');
 }
 
-/** The same forward timed from JS through the addon and inside C++ (no JS between calls), interleaved in blocks. */
-async function overhead(file, shape, blocks, perBlock) {
+/**
+ * The same forward timed from JS through the addon (promise, worker thread,
+ * conversions) and inside C++ around the libtorch call alone, alternating one
+ * call of each, so both see the same machine state.
+ */
+async function overhead(file, shape, rounds) {
   const m = await tf.load(file);
   const x = tf.Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.5), shape);
+  for (let i = 0; i < Math.min(20, rounds); i++) { await m.forward(x); await internal.timeForwardNative(m, [x], 1, 0); }
   const js = [], cpp = [];
-  await internal.timeForwardNative(m, [x], perBlock, Math.min(5, perBlock));
-  for (let b = 0; b < blocks; b++) {
+  for (let i = 0; i < rounds; i++) {
     const t0 = performance.now();
-    for (let i = 0; i < perBlock; i++) await m.forward(x);
-    js.push((performance.now() - t0) / perBlock);
-    const ms = await internal.timeForwardNative(m, [x], perBlock, 0);
-    cpp.push(ms.reduce((a, c) => a + c, 0) / perBlock);
+    await m.forward(x);
+    js.push(performance.now() - t0);
+    cpp.push((await internal.timeForwardNative(m, [x], 1, 0))[0]);
   }
   await m.dispose();
   x.dispose();
-  const med = (v) => [...v].sort((a, c) => a - c)[Math.floor(v.length / 2)];
-  return { model: path.basename(file), shape, blocks, perBlock, jsMs: med(js), cppMs: med(cpp),
-    overheadPct: (med(js) / med(cpp) - 1) * 100, overheadUs: (med(js) - med(cpp)) * 1000 };
+  const jsMs = quantile(js, 0.5), cppMs = quantile(cpp, 0.5);
+  return { model: path.basename(file), shape, rounds, jsMs, cppMs, overheadPct: (jsMs / cppMs - 1) * 100, overheadUs: (jsMs - cppMs) * 1000,
+    pairedOverheadUs: quantile(js.map((v, i) => v - cpp[i]), 0.5) * 1000 };
 }
 
 async function eventLoop(file, shape) {
@@ -235,7 +276,7 @@ function targets(results, extras) {
   for (const r of results) {
     const at = `${r.model}/${r.form}/b${r.batch}`;
     const fold = row(r, 'tf.fold'), opt = row(r, 'tf.optimize'), optAny = row(r, 'tf.optimize*');
-    const peerRatio = (a, b) => (a?.medianMs && b?.medianMs ? a.medianMs / b.medianMs : null);
+    const peerRatio = (a, b) => (a?.samples && b?.samples ? pairedRatio(a.samples, b.samples) : null);
     for (const peer of ['lt.FoldConvBN', 'lt.freeze']) {
       const q = peerRatio(fold, row(r, peer));
       if (q !== null) checks.push({ target: `fold <= 1.02 × ${peer}`, at, value: q, pass: q <= 1.02 });
@@ -267,7 +308,7 @@ async function main() {
   const o = parseArgs(process.argv.slice(2));
   const manifest = ensureModels();
   if (o.threads) tf.setNumThreads(o.threads);
-  o.iterations ??= o.quick ? 8 : 15;
+  o.iterations ??= o.quick ? 15 : 21;
   o.warmup ??= 2;
   const started = new Date();
   const machine = { host: os.hostname(), cpu: os.cpus()[0]?.model, cpus: os.cpus().length, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
@@ -277,6 +318,17 @@ async function main() {
     `${machine.platform}, Node ${machine.node}, libtorch ${machine.libtorch}, ${machine.threads} intra-op thread(s)` +
     `${machine.cuda ? '' : '; no CUDA device: CUDA variants not run'}\n`);
   const results = [];
+  o.costs = new Map();
+  for (const name of o.models) {
+    for (const form of o.forms) {
+      const f = manifest.models[name]?.files[form]?.file;
+      if (!f) continue;
+      for (const v of ['tf.fold', 'tf.tune', 'lt.FoldConvBN', 'lt.freeze', 'lt.freeze+ofi']) {
+        const file = path.join(MODELS_DIR, f);
+        o.costs.set(`${file}\u0000${v}`, transformCost(file, v));
+      }
+    }
+  }
   for (const name of o.models) {
     const entry = manifest.models[name];
     if (!entry) { console.error(`no benchmark model ${name}`); process.exit(2); }
@@ -294,11 +346,17 @@ async function main() {
   if (o.extras) {
     const r18 = path.join(MODELS_DIR, manifest.models.resnet18.files.traced.file);
     const tiny = manifest.models.tiny;
-    extras.overhead = [await overhead(r18, [1, 3, 224, 224], o.quick ? 3 : 5, o.quick ? 5 : 10),
-      await overhead(path.join(MODELS_DIR, tiny.files.traced.file), [1, ...tiny.input.shape.slice(1)], 5, 2000)];
-    console.log('### Node overhead: the same forward from JS and in C++\n\n| model | input | JS ms/call | C++ ms/call | overhead |\n|---|---|---:|---:|---:|');
+    // At one intra-op thread: with more, each libuv worker thread runs its own
+    // OpenMP team and their spin-waits add noise that is not the addon's.
+    const threadsBefore = tf.getNumThreads();
+    tf.setNumThreads(1);
+    extras.overhead = [await overhead(r18, [1, 3, 224, 224], o.quick ? 20 : 40),
+      await overhead(path.join(MODELS_DIR, tiny.files.traced.file), [1, ...tiny.input.shape.slice(1)], 3000)];
+    tf.setNumThreads(threadsBefore);
+    console.log('### Node overhead: the same forward from JS and in C++ (alternating calls, medians, 1 intra-op thread)\n\n' +
+      '| model | input | JS ms/call | C++ ms/call | overhead | paired overhead |\n|---|---|---:|---:|---:|---:|');
     for (const v of extras.overhead) {
-      console.log(`| ${v.model} | ${v.shape.join('×')} | ${v.jsMs.toFixed(4)} | ${v.cppMs.toFixed(4)} | ${v.overheadPct.toFixed(2)}% (${v.overheadUs.toFixed(1)} µs) |`);
+      console.log(`| ${v.model} | ${v.shape.join('×')} | ${v.jsMs.toFixed(4)} | ${v.cppMs.toFixed(4)} | ${v.overheadPct.toFixed(2)}% (${v.overheadUs.toFixed(1)} µs) | ${v.pairedOverheadUs.toFixed(1)} µs |`);
     }
     const r50 = path.join(MODELS_DIR, manifest.models.resnet50.files.scripted.file);
     extras.eventLoop = await eventLoop(r50);
@@ -315,6 +373,7 @@ async function main() {
   const finished = new Date();
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   const out = path.join(RESULTS_DIR, `${started.toISOString().replace(/[:.]/g, '-')}-${o.quick ? 'quick' : 'full'}.json`);
+  delete o.costs;
   fs.writeFileSync(out, JSON.stringify({ schema: 'torchfold/bench@1', machine, options: o, startedAt: started.toISOString(),
     durationMs: finished - started, results, extras, targets: checks }, null, 2) + '\n');
   console.log(`\n${results.length} configurations in ${((finished - started) / 1000).toFixed(0)} s; JSON: ${path.relative(process.cwd(), out)}`);
