@@ -20,7 +20,10 @@
  * delay while ResNet-50 loads, fuses and saves, and latency at 1 and 2 threads.
  *
  *   node bench/run.js [--quick] [--models a,b] [--forms scripted,traced] [--batches 1,8]
- *                     [--iterations N] [--warmup N] [--threads N] [--skip-extras]
+ *                     [--iterations N] [--warmup N] [--threads N] [--device cuda] [--skip-extras]
+ *
+ * With --device cuda every variant runs on the GPU (transform costs are still
+ * measured on the CPU copy); untested so far: no GPU was available.
  */
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -38,7 +41,7 @@ const RESULTS_DIR = path.join(__dirname, 'results');
 
 function parseArgs(argv) {
   const a = { quick: false, models: null, forms: ['scripted', 'traced'], batches: [1, 8], iterations: null, warmup: null,
-    threads: null, extras: true };
+    threads: null, extras: true, device: 'cpu' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i], v = () => argv[++i];
     if (k === '--quick') a.quick = true;
@@ -49,6 +52,7 @@ function parseArgs(argv) {
     else if (k === '--warmup') a.warmup = Number(v());
     else if (k === '--threads') a.threads = Number(v());
     else if (k === '--skip-extras') a.extras = false;
+    else if (k === '--device') a.device = v();
     else if (k === '--help' || k === '-h') { console.log(fs.readFileSync(__filename, 'utf8').split('*/')[0]); process.exit(0); }
     else { console.error(`unknown argument ${k} (see --help)`); process.exit(2); }
   }
@@ -143,9 +147,10 @@ const fms = (v) => (v === null || v === undefined ? '—' : v >= 100 ? v.toFixed
 
 async function benchModel(name, form, batch, entry, o) {
   const file = path.join(MODELS_DIR, entry.files[form].file);
-  const loaded = await tf.load(file);
+  const loaded = await tf.load(file, { device: o.device });
   const inputData = readTensor(entry.input, batch);
-  const x = tf.Tensor.from(inputData.data, inputData.shape);
+  const cpuInput = tf.Tensor.from(inputData.data, inputData.shape);
+  const x = o.device === 'cpu' ? cpuInput : await cpuInput.to(o.device);
   const ref = readTensor(entry.reference[String(batch)]);
   const weightBytes = entry.stats.param_bytes ?? null;
   const optIters = Math.max(3, Math.min(10, o.iterations));
