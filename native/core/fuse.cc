@@ -6,7 +6,6 @@
 #include <chrono>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "analyze.h"
 #include "patterns.h"
@@ -83,26 +82,6 @@ class PairBook {
   std::map<std::string, bool> constant_;
   std::map<std::string, size_t> index_;
 };
-
-// A copy with its own compilation unit, class types and graphs, so the
-// rewrite cannot reach the caller's module. A round trip through the
-// serializer (rather than Module::clone(), which mangles new type names with
-// a counter shared by every clone of the unit) keeps the class names of the
-// input, so the same input always gives the same saved bytes.
-}  // namespace
-
-ModulePtr private_copy(const torch::jit::Module& module) {
-  std::stringstream buffer;
-  try {
-    module.save(buffer);
-  } catch (const c10::Error&) {
-    return std::make_shared<torch::jit::Module>(module.clone());  // not serializable: still a private copy
-  }
-  const std::string device = module_device(module);
-  return std::make_shared<torch::jit::Module>(torch::jit::load(buffer, c10::Device(device)));
-}
-
-namespace {
 
 int folded_count(const std::vector<PairReport>& pairs) {
   int n = 0;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "module.h"
+#include "module_copy.h"  // private_copy: what fuse rewrites
 
 namespace torchfold::core {
 
@@ -62,10 +63,6 @@ struct FuseResult {
   ModulePtr module;  // null for a dry run
   FuseReport report;
 };
-
-// A copy with its own class types and graphs (a serializer round trip), safe
-// to rewrite; the same input always gives the same saved bytes.
-ModulePtr private_copy(const torch::jit::Module& module);
 
 FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& options);
 
