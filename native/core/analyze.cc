@@ -132,7 +132,12 @@ std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, 
   return std::nullopt;
 }
 
-void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, double* fold_ms) {
+// Folds already computed in this analysis, by weight and BatchNorm module: a
+// pair met in several methods (forward and _forward_impl of a scripted
+// torchvision model) is computed once, and its folded tensors are shared.
+using FoldMemo = std::map<std::string, FoldOutcome>;
+
+void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, double* fold_ms, FoldMemo& memo) {
   auto skip = [&](std::string reason) { p.fold = false; p.reason = std::move(reason); };
   const bool constant = p.norm.constant.has_value();
   if (!p.norm.problem.empty()) {
@@ -162,6 +167,17 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
       in.bias64 = e->second.second;
     }
   }
+  const std::string memo_key = constant || p.norm.path.empty() ? std::string()
+      : p.op.weight->key() + '\x1f' + p.norm.kind + '\x1f' + p.norm.path;
+  if (!memo_key.empty()) {
+    auto hit = memo.find(memo_key);
+    if (hit != memo.end()) {
+      if (!hit->second.folded) return skip(hit->second.reason);
+      p.folded = hit->second.folded;
+      p.fold = true;
+      return;
+    }
+  }
   const auto t0 = std::chrono::steady_clock::now();
   FoldOutcome out;
   if (constant) {
@@ -172,6 +188,7 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
     out = fold(in, p.norm.stats);
   }
   *fold_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!memo_key.empty()) memo[memo_key] = out;
   if (!out.folded) return skip(out.reason);
   p.folded = std::move(out.folded);
   p.fold = true;
@@ -316,6 +333,7 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
   std::vector<NormUnit> units = constants ? find_constant_units(view)
                                           : find_norm_units(view, options.treat_training_as_eval || options.tune);
   a.norm_units = constants ? static_cast<int>(units.size()) : count_distinct(units);
+  FoldMemo memo;
   for (NormUnit& u : units) {
     Pair p;
     Site terminal = view.origin(Site{u.input, u.holder}, false, &p.chain);
@@ -330,7 +348,7 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
     } else if (options.only && !options.only->count({op_path(p.op), p.norm.path})) {
       p.reason = options.only_reason;
     } else {
-      decide(view, options, p, &a.fold_ms);
+      decide(view, options, p, &a.fold_ms, memo);
     }
     a.pairs.push_back(std::move(p));
   }

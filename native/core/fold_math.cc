@@ -1,6 +1,10 @@
 #include "fold_math.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
 
 #include <cmath>
 #include <cstring>
@@ -128,15 +132,22 @@ at::Tensor scale_rows(const at::Tensor& base, const at::Tensor& scale, bool* fin
   T* dst = out.data_ptr<T>();
   const double* s = scale.data_ptr<double>();
   const int64_t rows = w.size(0), inner = rows ? w.numel() / rows : 0;
-  bool ok = true;
-  for (int64_t r = 0; r < rows; ++r) {
-    const double k = s[r];
-    const T* a = in + r * inner;
-    T* b = dst + r * inner;
-    for (int64_t i = 0; i < inner; ++i) b[i] = static_cast<T>(static_cast<double>(a[i]) * k);
-    for (int64_t i = 0; i < inner; ++i) ok = ok && std::isfinite(b[i]);
-  }
-  *finite = ok;
+  std::atomic<bool> ok{true};
+  // Rows are independent: split them over the intra-op threads, in chunks of
+  // at least ~64K elements so small weights stay on one thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, inner));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    bool chunk_ok = true;
+    for (int64_t r = begin; r < end; ++r) {
+      const double k = s[r];
+      const T* a = in + r * inner;
+      T* b = dst + r * inner;
+      for (int64_t i = 0; i < inner; ++i) b[i] = static_cast<T>(static_cast<double>(a[i]) * k);
+      for (int64_t i = 0; i < inner; ++i) chunk_ok = chunk_ok && std::isfinite(b[i]);
+    }
+    if (!chunk_ok) ok.store(false);
+  });
+  *finite = ok.load();
   return out;
 }
 

@@ -184,7 +184,10 @@ FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& opti
   constants.only.reset();
 
   // The plain analysis needs no copy; anything that iterates works on one.
-  ModulePtr copy = options.dry_run && !options.constants ? nullptr : private_copy(module);
+  // A fold replaces most weights, so its copy shares the input's storages
+  // until the end (only read until then) and copies what is left.
+  const bool share = !options.dry_run && !tune;
+  ModulePtr copy = options.dry_run && !options.constants ? nullptr : private_copy(module, share);
   const torch::jit::Module& subject = copy ? *copy : module;
   PairBook book;
   bool first = true;
@@ -234,6 +237,7 @@ FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& opti
   } else {
     report.norms_after = report.norms_before - folded_count(report.pairs);
   }
+  if (copy && share) unshare_storages(*copy, module);
   if (!options.dry_run) result.module = copy;
   report.total_ms = ms_since(start);
   return result;

@@ -233,10 +233,12 @@ class Transplant {
 // memcpy of the weights and no archive of them, so about half the time of a
 // round trip and half its peak memory. Null where only the round trip can be
 // trusted to give the same result.
-ModulePtr stand_in_copy(const torch::jit::Module& module, const c10::Device& device) {
+ModulePtr stand_in_copy(const torch::jit::Module& module, const c10::Device& device, bool share) {
   StandIn plan(device);
   if (!plan.build(*module._ivalue())) return nullptr;
-  auto weights = start_copy(plan.storages, device);  // its destructor waits for the thread on every path
+  // Shared: the "copies" are the storages themselves, until unshare_storages.
+  auto weights = share ? std::async(std::launch::deferred, [&plan] { return plan.storages; })
+                       : start_copy(plan.storages, device);  // its destructor waits for the thread on every path
   ModulePtr copy;
   try {
     std::stringstream buffer;
@@ -256,10 +258,68 @@ ModulePtr stand_in_copy(const torch::jit::Module& module, const c10::Device& dev
 
 }  // namespace
 
-ModulePtr private_copy(const torch::jit::Module& module) {
+ModulePtr private_copy(const torch::jit::Module& module, bool share_storages) {
   const c10::Device device(module_device(module));
-  if (ModulePtr copy = stand_in_copy(module, device)) return copy;
+  if (ModulePtr copy = stand_in_copy(module, device, share_storages)) return copy;
   return round_trip_copy(module, device);
+}
+
+namespace {
+
+void collect_storages(const Object& o, std::unordered_set<const Object*>& seen,
+                      std::unordered_set<const c10::StorageImpl*>& out) {
+  if (!seen.insert(&o).second) return;
+  for (const c10::IValue& v : o.slots()) {
+    if (v.isTensor() && v.toTensor().defined() && v.toTensor().has_storage()) {
+      out.insert(v.toTensor().storage().unsafeGetStorageImpl());
+    } else if (is_module(v)) {
+      collect_storages(v.toObjectRef(), seen, out);
+    }
+  }
+}
+
+class Unshare {
+ public:
+  explicit Unshare(std::unordered_set<const c10::StorageImpl*> shared) : shared_(std::move(shared)) {}
+
+  void walk(Object& o) {
+    if (!seen_.insert(&o).second) return;
+    for (size_t i = 0; i < o.slots().size(); ++i) {
+      const c10::IValue v = o.getSlot(i);
+      if (v.isTensor() && v.toTensor().defined() && v.toTensor().has_storage() &&
+          shared_.count(v.toTensor().storage().unsafeGetStorageImpl())) {
+        o.setSlot(i, tensor(v.toTensor()));
+      } else if (is_module(v)) {
+        walk(v.toObjectRef());
+      }
+    }
+  }
+
+ private:
+  at::Tensor tensor(const at::Tensor& t) {
+    at::Tensor& out = tensors_[t.unsafeGetTensorImpl()];
+    if (out.defined()) return out;
+    c10::Storage& s = storages_[t.storage().unsafeGetStorageImpl()];
+    if (!s) s = copy_storage(t.storage());
+    out = at::empty({0}, t.options());
+    out.set_(s, t.storage_offset(), t.sizes(), t.strides());
+    if (t.requires_grad()) out.set_requires_grad(true);
+    return out;
+  }
+
+  std::unordered_set<const c10::StorageImpl*> shared_;
+  std::unordered_set<const Object*> seen_;
+  std::unordered_map<const c10::StorageImpl*, c10::Storage> storages_;
+  std::unordered_map<const c10::TensorImpl*, at::Tensor> tensors_;
+};
+
+}  // namespace
+
+void unshare_storages(torch::jit::Module& copy, const torch::jit::Module& original) {
+  std::unordered_set<const Object*> seen;
+  std::unordered_set<const c10::StorageImpl*> storages;
+  collect_storages(*original._ivalue(), seen, storages);
+  Unshare(std::move(storages)).walk(*copy._ivalue());
 }
 
 }  // namespace torchfold::core
