@@ -255,6 +255,19 @@ export function finishReport(native: NativeFuseResult['report'],
 /** Latency of several modules on the same inputs, one call each per round, after a warm-up. */
 export async function benchmarkMany(runners: Runner[], inputs: Tensor[], iterations: number,
   warmup: number, signal?: AbortSignal): Promise<LatencyStats[]> {
+  return (await timeRounds(runners, inputs, iterations, warmup, signal)).map(stats);
+}
+
+/** Median over rounds of a[i] / b[i]: pairs the samples of one round, so a machine drifting between fast and slow phases cancels out. */
+export function pairedRatio(a: number[], b: number[]): number {
+  return stats(a.map((x, i) => x / b[i])).medianMs;
+}
+
+export { stats as latencyStats };
+
+/** The raw samples behind benchmarkMany: milliseconds per runner and round. */
+export async function timeRounds(runners: Runner[], inputs: Tensor[], iterations: number,
+  warmup: number, signal?: AbortSignal): Promise<number[][]> {
   for (let i = 0; i < warmup; i++) for (const r of runners) { signal?.throwIfAborted(); await r(inputs); }
   const samples = runners.map(() => [] as number[]);
   for (let i = 0; i < iterations; i++) {
@@ -266,5 +279,5 @@ export async function benchmarkMany(runners: Runner[], inputs: Tensor[], iterati
       samples[j].push(performance.now() - t0);
     }
   }
-  return samples.map(stats);
+  return samples;
 }

@@ -12,8 +12,8 @@ import { TorchfoldError, typeError, withCallerStack } from './errors';
 import { Tensor } from './tensor';
 import { expectKnownKeys, expectOptions, expectString, parseDevice } from './validate';
 import { fromNative, toNative, TorchValue } from './values';
-import { benchmark, benchmarkMany, checkFuseOptions, compareOutputs, finishReport, FuseOptions, materialize,
-  NativeFuseResult, OptimizeOptions, Runner } from './fuse';
+import { benchmark, checkFuseOptions, compareOutputs, finishReport, FuseOptions, latencyStats, materialize,
+  NativeFuseResult, OptimizeOptions, pairedRatio, Runner, timeRounds } from './fuse';
 import { CandidateReport, FuseReport, HalfReport, InspectReport, OptimizeReport, ValidationReport } from './report';
 import { checkHalfOptions, HalfOptions } from './half';
 import { getNumThreads } from './runtime';
@@ -389,12 +389,15 @@ async function chooseCandidate(self: ScriptModule, fused: ScriptModule, fusedHan
   // eligible ones can be chosen.
   const timed = entries.filter((e) => e.report.eligible || e.report.validation);
   const iterations = opt.iterations ?? 20, warmup = opt.warmup ?? 3;
-  const latencies = await benchmarkMany(timed.map((e) => e.run), inputs, iterations, warmup, signal);
-  timed.forEach((e, i) => { e.report.latency = latencies[i]; });
-  const base = entries[0].report.latency!.medianMs;
-  for (const e of timed) e.report.speedup = base / e.report.latency!.medianMs;
+  const samples = await timeRounds(timed.map((e) => e.run), inputs, iterations, warmup, signal);
+  timed.forEach((e, i) => { e.report.latency = latencyStats(samples[i]); });
+  // Speedups pair the rounds (input's time / candidate's time in the same
+  // round), so a machine that drifts between fast and slow phases does not
+  // decide the choice; the highest wins, the earlier (simpler) one on a tie.
+  const base = samples[0];
+  timed.forEach((e, i) => { e.report.speedup = i === 0 ? 1 : pairedRatio(base, samples[i]); });
   const best = timed.filter((e) => e.report.eligible)
-    .reduce((a, b) => (b.report.latency!.medianMs < a.report.latency!.medianMs ? b : a));
+    .reduce((a, b) => (b.report.speedup! > a.report.speedup! ? b : a));
   let module = best.module;
   if (best.report.name === 'input') module = await self.clone();
   for (const e of entries) {

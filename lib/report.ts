@@ -56,7 +56,7 @@ export interface CandidateReport {
   buildMs: number;
   /** Every candidate that runs is timed, eligible or not, so the numbers compare side by side. */
   latency?: LatencyStats;
-  /** input median / this median, in the same interleaved run. */
+  /** The median over rounds of input time / this candidate's time in the same round (1 for the input). */
   speedup?: number;
 }
 

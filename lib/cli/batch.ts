@@ -149,6 +149,7 @@ export function summarize(report: FuseReport): ResultSummary {
   let before: number | null = null, after: number | null = null;
   if (report.benchmark) [before, after] = [report.benchmark.before.medianMs, report.benchmark.after.medianMs];
   else if (input?.latency && chosen?.latency) [before, after] = [input.latency.medianMs, chosen.latency.medianMs];
+  const speedup = report.benchmark ? report.benchmark.speedup : chosen?.speedup ?? null;
   return {
     folded: report.folded,
     skipped: report.skipped,
@@ -158,7 +159,7 @@ export function summarize(report: FuseReport): ResultSummary {
     maxAbsError,
     latencyBeforeMs: before,
     latencyAfterMs: after,
-    speedup: before !== null && after !== null && after > 0 ? before / after : null,
+    speedup: speedup ?? (before !== null && after !== null && after > 0 ? before / after : null),
     chosen: report.optimize?.chosen ?? null,
   };
 }

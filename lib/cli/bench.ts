@@ -1,7 +1,7 @@
 /** `torchfold bench`: the model as loaded against each transform, timed side by side in one run. */
 import * as path from 'path';
 import Table from 'cli-table3';
-import { benchmarkMany, compareOutputs, Runner } from '../fuse';
+import { compareOutputs, latencyStats, pairedRatio, Runner, timeRounds } from '../fuse';
 import { load, ScriptModule } from '../module';
 import type { LatencyStats } from '../report';
 import { getNumThreads, setNumThreads, versions } from '../runtime';
@@ -34,7 +34,7 @@ export interface BenchVariant {
   transformMs: number;
   folded: number | null;
   latency: LatencyStats;
-  /** loaded median / this median, same run. */
+  /** Median over rounds of loaded's time / this variant's time in the same round. */
   speedup: number;
   /** Largest |output - loaded module's output| on the sample input. */
   maxAbsError: number;
@@ -67,11 +67,12 @@ export async function benchCommand(file: string, f: BenchFlags, io: Io): Promise
     const original: Runner = (xs) => loaded.forward(...xs);
     const errors: number[] = [];
     for (const v of variants) errors.push((await compareOutputs(original, (xs) => v.module.forward(...xs), inputs, 0, 0)).maxAbsError);
-    const stats = await benchmarkMany(variants.map((v) => (xs: typeof inputs) => v.module.forward(...xs)), inputs, f.iterations, f.warmup);
-    const base = variants.find((v) => v.name === 'loaded') ? stats[0].medianMs : NaN;
+    const samples = await timeRounds(variants.map((v) => (xs: typeof inputs) => v.module.forward(...xs)), inputs, f.iterations, f.warmup);
+    const hasLoaded = variants[0]?.name === 'loaded';
+    // Speedups pair the rounds: loaded's time / this variant's time in the same round, median over rounds.
     const out: BenchVariant[] = variants.map((v, i) => ({
       name: v.name, ...(v.detail ? { detail: v.detail } : {}), transformMs: v.transformMs, folded: v.folded,
-      latency: stats[i], speedup: base / stats[i].medianMs, maxAbsError: errors[i],
+      latency: latencyStats(samples[i]), speedup: !hasLoaded ? NaN : i === 0 ? 1 : pairedRatio(samples[0], samples[i]), maxAbsError: errors[i],
     }));
     const result = {
       file: path.resolve(file), torchfold: versions.torchfold, libtorch: versions.libtorch, device: f.device,
