@@ -48,9 +48,6 @@ imported. The manifest is removed first and written last, atomically; OUTDIR bel
 this script: .pt/.bin files there that it did not write are removed.
 """
 import copy
-import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import sys
@@ -58,50 +55,14 @@ import time
 import warnings
 import zlib  # crc32 of a model's name seeds it: adding models never changes the others
 
+import fixture_common  # noqa: E402  (torch-free helpers, next to this script)
+
 SCRIPT = os.path.basename(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCHES = (1, 8)
 
 
 # ------------------------------------------------- up-to-date check without torch
-
-def read_torch_version():
-    """torch.__version__ without importing torch (a second or more): read from the
-    package's version.py. None when that cannot be done."""
-    try:
-        spec = importlib.util.find_spec("torch")
-        if spec is None or spec.origin is None:
-            return None
-        with open(os.path.join(os.path.dirname(spec.origin), "version.py"), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("__version__"):
-                    return line.partition("=")[2].strip().strip("'\"")
-    except (ImportError, OSError, ValueError):
-        pass
-    return None
-
-
-def torch_free_version():
-    """What fio.source_version(SCRIPT) gives, computed without torch; main checks that
-    the two agree (if not, every run rebuilds, which is slow but correct)."""
-    torch_version = read_torch_version()
-    if torch_version is None:
-        return None
-    digest = hashlib.sha256()
-    for name in (SCRIPT, "fixture_io.py"):
-        with open(os.path.join(HERE, name), "rb") as f:
-            digest.update(f.read())
-    digest.update(torch_version.encode())
-    try:  # as fio.torchvision_version
-        digest.update(importlib.metadata.version("torchvision").encode())
-    except importlib.metadata.PackageNotFoundError:
-        digest.update(b"none")
-    return digest.hexdigest()
-
-
-def outdir_of(argv):
-    return argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(HERE), "bench", "models")
-
 
 def load_manifest(outdir):
     try:
@@ -143,8 +104,8 @@ def say_up_to_date(outdir):
 
 
 if __name__ == "__main__":
-    if up_to_date(outdir_of(sys.argv), torch_free_version()):
-        say_up_to_date(outdir_of(sys.argv))
+    if up_to_date(fixture_common.outdir_arg(sys.argv, 'bench', 'models'), fixture_common.quick_source_version(SCRIPT)):
+        say_up_to_date(fixture_common.outdir_arg(sys.argv, 'bench', 'models'))
         sys.exit(0)
 
 
@@ -387,13 +348,6 @@ def make_model(outdir, name, spec, written):
     }
 
 
-def remove_stale(outdir, written):
-    """Drop .pt/.bin files an older version made that this one no longer does."""
-    for name in set(os.listdir(outdir)) - set(written):
-        if name.endswith((".pt", ".bin")):
-            os.remove(os.path.join(outdir, name))
-
-
 def make_all(outdir, version):
     # Remove the old manifest first: until the new one lands, the directory reads as "not made".
     manifest_path = os.path.join(outdir, "manifest.json")
@@ -404,7 +358,7 @@ def make_all(outdir, version):
         start = time.perf_counter()
         models[name] = make_model(outdir, name, spec, written)
         print(f"made {name} ({time.perf_counter() - start:.1f}s)", flush=True)
-    remove_stale(outdir, written)
+    fixture_common.remove_stale(outdir, written)
     manifest = {
         "version": version,
         "generator": f"scripts/{SCRIPT}",
@@ -438,9 +392,9 @@ def summary(manifest):
 
 
 def main(argv):
-    outdir = outdir_of(argv)
+    outdir = fixture_common.outdir_arg(argv, 'bench', 'models')
     version = fio.source_version(SCRIPT)
-    if torch_free_version() != version:
+    if fixture_common.quick_source_version(SCRIPT) != version:
         print("note: the torch-free version check disagrees with fio.source_version; "
               "up-to-date runs will import torch", file=sys.stderr)
     if up_to_date(outdir, version):

@@ -15,6 +15,8 @@ import time
 import zipfile
 from typing import Dict, List, Optional, Tuple
 
+import fixture_common  # noqa: E402  (torch-free helpers, next to this script)
+
 
 def pin_hash_seed():
     """Re-exec with PYTHONHASHSEED=0 (before torch loads): TorchScript saves
@@ -343,14 +345,6 @@ def write_bytes(path, data):
         f.write(data)
 
 
-def remove_stale(outdir, written):
-    """Drop .pt/.bin files an older version made that this one no longer does."""
-    keep = set(written)
-    for name in os.listdir(outdir):
-        if name.endswith((".pt", ".bin")) and name not in keep:
-            os.remove(os.path.join(outdir, name))
-
-
 # --------------------------------------------------------------------- main
 
 def make_all(outdir, version):
@@ -368,7 +362,7 @@ def make_all(outdir, version):
               f"{time.perf_counter() - start:.2f}s)")
     bad = write_bad_files(outdir, written)
     print(f"made {len(bad)} bad files")
-    remove_stale(outdir, written)
+    fixture_common.remove_stale(outdir, written)
     manifest = {"version": version, "torch": torch.__version__, "models": models, "bad": bad,
                 "torchvision_ops_library": ops_library()}
     fio.write_json_atomic(manifest_path, manifest)

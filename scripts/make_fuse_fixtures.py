@@ -22,6 +22,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+import fixture_common  # noqa: E402  (torch-free helpers, next to this script)
+
 
 def pin_hash_seed():
     """Re-exec with PYTHONHASHSEED=0 before torch loads: TorchScript saves module
@@ -550,13 +552,6 @@ def make_case(outdir, name, builder, written):
     return entry, time.perf_counter() - start
 
 
-def remove_stale(outdir, written):
-    """Drop .pt/.bin files an older version made that this one no longer does."""
-    for name in set(os.listdir(outdir)) - set(written):
-        if name.endswith((".pt", ".bin")):
-            os.remove(os.path.join(outdir, name))
-
-
 def make_all(outdir, version):
     # Remove the old manifest first: until the new one lands, the directory reads as "not made".
     manifest_path = os.path.join(outdir, "manifest.json")
@@ -568,7 +563,7 @@ def make_all(outdir, version):
         if made is not None:
             cases[name], seconds = made
             print(f"made {name} ({seconds:.2f}s)", flush=True)
-    remove_stale(outdir, written)
+    fixture_common.remove_stale(outdir, written)
     fio.write_json_atomic(manifest_path, {"version": version, "torch": torch.__version__,
                                           "torchvision": fio.torchvision_version(), "cases": cases})
 

@@ -31,9 +31,6 @@ belongs to this script: .pt/.bin files there that it did not write are removed.
 """
 import copy
 import functools
-import hashlib
-import importlib.metadata
-import importlib.util
 import io
 import json
 import os
@@ -45,48 +42,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
+import fixture_common  # noqa: E402  (torch-free helpers, next to this script)
+
 SCRIPT = os.path.basename(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ------------------------------------------------- up-to-date check without torch
-
-def torch_version_without_import():
-    """torch.__version__ read from torch/version.py: importing torch takes about a
-    second, which the up-to-date path must not pay. None when it cannot be read."""
-    try:
-        spec = importlib.util.find_spec("torch")
-        with open(os.path.join(os.path.dirname(spec.origin), "version.py"), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("__version__"):
-                    return line.split("=", 1)[1].strip().strip("'\"")
-    except (AttributeError, ImportError, OSError, TypeError, ValueError):
-        pass
-    return None
-
-
-def quick_source_version():
-    """fio.source_version(SCRIPT), computed the same way but without importing torch
-    (fixture_io imports it). main checks that the two agree."""
-    torch_version = torch_version_without_import()
-    if torch_version is None:
-        return None
-    h = hashlib.sha256()
-    for name in (SCRIPT, "fixture_io.py"):
-        with open(os.path.join(HERE, name), "rb") as f:
-            h.update(f.read())
-    h.update(torch_version.encode())
-    try:  # as fio.torchvision_version
-        h.update(importlib.metadata.version("torchvision").encode())
-    except importlib.metadata.PackageNotFoundError:
-        h.update(b"none")
-    return h.hexdigest()
-
-
-def default_outdir(argv):
-    return argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(HERE), "test", "fixtures",
-                                                      "transform")
-
 
 def manifest_version(outdir):
     try:
@@ -97,8 +59,8 @@ def manifest_version(outdir):
 
 
 if __name__ == "__main__":
-    _quick = quick_source_version()
-    if _quick is not None and manifest_version(default_outdir(sys.argv)) == _quick:
+    _quick = fixture_common.quick_source_version(SCRIPT)
+    if _quick is not None and manifest_version(fixture_common.outdir_arg(sys.argv, 'test', 'fixtures', 'transform')) == _quick:
         print("transform fixtures up to date")
         sys.exit(0)
 
@@ -813,13 +775,6 @@ def make_optimize_case(outdir, name, spec, written):
 
 # =================================================================== writing
 
-def remove_stale(outdir, written):
-    """Drop .pt/.bin files an older version made that this one no longer does."""
-    for name in set(os.listdir(outdir)) - set(written):
-        if name.endswith((".pt", ".bin")):
-            os.remove(os.path.join(outdir, name))
-
-
 def timed(label, fn, *args):
     start = time.perf_counter()
     out = fn(*args)
@@ -842,7 +797,7 @@ def make_all(outdir, version):
              for kind in ("scripted", "traced")}
     optimize = {name: timed(f"optimize/{name}", make_optimize_case, outdir, name, spec, written)
                 for name, spec in OPTIMIZE_MODELS.items()}
-    remove_stale(outdir, written)
+    fixture_common.remove_stale(outdir, written)
     fio.write_json_atomic(manifest_path, {
         "version": version, "torch": torch.__version__, "torchvision": fio.torchvision_version(),
         "mkldnn": torch.backends.mkldnn.is_available(),
@@ -850,9 +805,9 @@ def make_all(outdir, version):
 
 
 def main(argv):
-    outdir = default_outdir(argv)
+    outdir = fixture_common.outdir_arg(argv, 'test', 'fixtures', 'transform')
     version = fio.source_version(SCRIPT)
-    if quick_source_version() != version:
+    if fixture_common.quick_source_version(SCRIPT) != version:
         print("note: the torch-free version check disagrees with fio.source_version; "
               "up-to-date runs will import torch", file=sys.stderr)
     if (fio.read_manifest(outdir) or {}).get("version") == version:

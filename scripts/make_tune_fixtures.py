@@ -32,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Optional
 
+import fixture_common  # noqa: E402  (torch-free helpers, next to this script)
+
 
 def pin_hash_seed():
     """Re-exec with PYTHONHASHSEED=0 before torch loads: TorchScript saves module
@@ -242,13 +244,6 @@ def make_case(outdir, name, builder, written):
     return entry, time.perf_counter() - start
 
 
-def remove_stale(outdir, written):
-    """Drop .pt/.bin files an older version made that this one no longer does."""
-    for name in set(os.listdir(outdir)) - set(written):
-        if name.endswith((".pt", ".bin")):
-            os.remove(os.path.join(outdir, name))
-
-
 def make_all(outdir, version):
     # Remove the old manifest first: until the new one lands, the directory reads as "not made".
     manifest_path = os.path.join(outdir, "manifest.json")
@@ -258,7 +253,7 @@ def make_all(outdir, version):
     for name, builder in all_cases().items():
         cases[name], seconds = make_case(outdir, name, builder, written)
         print(f"made {name} ({seconds:.2f}s)", flush=True)
-    remove_stale(outdir, written)
+    fixture_common.remove_stale(outdir, written)
     fio.write_json_atomic(manifest_path, {"version": version, "torch": torch.__version__,
                                           "torchvision": fio.torchvision_version(), "cases": cases})
 
