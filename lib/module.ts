@@ -18,9 +18,6 @@ import { CandidateReport, FuseReport, HalfReport, InspectReport, OptimizeReport,
 import { checkHalfOptions, HalfOptions } from './half';
 import { getNumThreads } from './runtime';
 
-/** The native handle behind a fused module, for optimize's freeze calls. */
-const fusedNative = new WeakMap<ScriptModule, NativeModule>();
-
 export type { TensorInfo } from './binding';
 
 export interface NamedModule {
@@ -311,7 +308,7 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
     { report: { name: 'fused', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: fused,
       run: (xs) => fused.forward(...xs) },
   ];
-  const fusedHandle = fusedNative.get(fused)!;
+  const fusedHandle = nativeHandle(fused);
   try {
     return await chooseCandidate(self, fused, fusedHandle, o, opt, entries, inputs, atol, rtol, requireSaveable);
   } catch (e) {
@@ -473,7 +470,6 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
   const t2 = performance.now();
   let optimized: OptimizeReport | undefined;
   if (o.optimize) {
-    fusedNative.set(fused, result.module as NativeModule);
     const r = await optimizeStep(self, fused, o);
     fused = holder.fused = r.module;
     optimized = r.report;

@@ -7,7 +7,7 @@ import type { LatencyStats } from '../report';
 import { getNumThreads, setNumThreads, versions } from '../runtime';
 import type { DType } from '../tensor';
 import type { Io } from './optimize';
-import { fmt } from './progress';
+import { fmt } from './format';
 import { sampleInputs } from './samples';
 import { checkDevice, UsageError } from './usage';
 

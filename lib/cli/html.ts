@@ -2,6 +2,7 @@
  * A self-contained HTML page for an optimize run report (`torchfold optimize --html`):
  * header, per-input table and an inline SVG latency chart. No scripts, no external resources.
  */
+import { DASH, fmt, isNum } from './format';
 import type { InputResult, OptimizeRunReport, ResolvedOptions, ResultStatus } from './report';
 
 /** Escapes text for use in HTML element content and quoted attribute values. */
@@ -9,37 +10,6 @@ export function escapeHtml(value: unknown): string {
   return String(value ?? '').replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
 }
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
-
-const DASH = '—';
-
-function isNum(v: unknown): v is number {
-  return typeof v === 'number' && Number.isFinite(v);
-}
-
-/** Milliseconds with a precision that suits their size. */
-function fmtMs(ms: number | null | undefined): string {
-  if (!isNum(ms)) return DASH;
-  const digits = ms >= 100 ? 0 : ms >= 10 ? 1 : ms >= 1 ? 2 : 3;
-  return ms.toFixed(digits);
-}
-
-/** A duration: milliseconds below one second, seconds above. */
-function fmtDuration(ms: number | null | undefined): string {
-  if (!isNum(ms)) return DASH;
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60_000) return `${(ms / 1000).toFixed(2)} s`;
-  const m = Math.floor(ms / 60_000);
-  return `${m} min ${Math.round((ms - m * 60_000) / 1000)} s`;
-}
-
-/** Exponential notation, two significant digits. */
-function fmtErr(v: number | null | undefined): string {
-  return isNum(v) ? v.toExponential(1) : DASH;
-}
-
-function fmtSpeedup(v: number | null | undefined): string {
-  return isNum(v) ? `${v.toFixed(2)}×` : DASH;
-}
 
 function fmtShape(shape: readonly number[]): string {
   return shape.length === 0 ? 'scalar' : shape.join('×');
@@ -128,7 +98,7 @@ function renderHeader(r: OptimizeRunReport): string {
 <h1>torchfold optimize report</h1>
 ${banners.join('\n')}
 <dl class="meta">
-<dt>Started</dt><dd>${escapeHtml(r.startedAt)} <span class="muted">(took ${escapeHtml(fmtDuration(r.durationMs))})</span></dd>
+<dt>Started</dt><dd>${escapeHtml(r.startedAt)} <span class="muted">(took ${escapeHtml(fmt.duration(r.durationMs))})</span></dd>
 <dt>Versions</dt><dd>torchfold ${escapeHtml(r.torchfold)}, libtorch ${escapeHtml(r.libtorch)}, Node ${escapeHtml(r.node)} on ${escapeHtml(r.platform)}</dd>
 <dt>Threads / jobs</dt><dd>${escapeHtml(r.threads)} / ${escapeHtml(r.jobs)}</dd>
 ${shard}
@@ -147,11 +117,11 @@ function renderRow(res: InputResult): string {
     `<td>${badge(res.status)}</td>`,
     `<td class="num">${s ? `${s.folded} / ${s.skipped}` : DASH}</td>`,
     `<td class="num">${s ? `${s.batchNormsBefore} → ${s.batchNormsAfter}` : DASH}</td>`,
-    `<td class="num">${fmtErr(s?.maxAbsError)}</td>`,
-    `<td class="num">${fmtMs(s?.latencyBeforeMs)}</td>`,
-    `<td class="num">${fmtMs(s?.latencyAfterMs)}</td>`,
-    `<td class="num">${fmtSpeedup(s?.speedup)}</td>`,
-    `<td class="num">${escapeHtml(fmtDuration(res.timings?.total))}</td>`,
+    `<td class="num">${fmt.err(s?.maxAbsError)}</td>`,
+    `<td class="num">${fmt.msValue(s?.latencyBeforeMs)}</td>`,
+    `<td class="num">${fmt.msValue(s?.latencyAfterMs)}</td>`,
+    `<td class="num">${fmt.ratio(s?.speedup)}</td>`,
+    `<td class="num">${escapeHtml(fmt.duration(res.timings?.total))}</td>`,
     `<td>${res.output === null || !written ? `<span class="muted">${DASH}</span>` : `<code>${escapeHtml(res.output)}</code>`}</td>`,
   ];
   // An error gets a full-width row of its own under its file.
@@ -197,7 +167,7 @@ function renderChart(r: OptimizeRunReport): string {
   const scale = (v: number): number => (max > 0 ? (Math.max(0, v) / max) * barMaxW : 0);
   const parts: string[] = [
     '<title>Latency before/after per model</title>',
-    `<desc>Median latency in milliseconds of each model before (grey) and after (colour) optimization, on a linear scale from 0 to ${escapeHtml(fmtMs(max))} ms.</desc>`,
+    `<desc>Median latency in milliseconds of each model before (grey) and after (colour) optimization, on a linear scale from 0 to ${escapeHtml(fmt.msValue(max))} ms.</desc>`,
     `<rect class="bar-before" x="${labelW}" y="6" width="12" height="12"/><text x="${labelW + 18}" y="16">before</text>`,
     `<rect class="bar-after" x="${labelW + 80}" y="6" width="12" height="12"/><text x="${labelW + 98}" y="16">after</text>`,
     `<line class="axis" x1="${labelW}" y1="${top - 4}" x2="${labelW}" y2="${height - 2}"/>`,
@@ -206,13 +176,13 @@ function renderChart(r: OptimizeRunReport): string {
     const y = top + i * (groupH + groupGap);
     const wb = scale(row.before), wa = scale(row.after);
     parts.push(
-      `<g><title>${escapeHtml(row.label)}: ${escapeHtml(fmtMs(row.before))} ms → ${escapeHtml(fmtMs(row.after))} ms (${escapeHtml(fmtSpeedup(row.speedup))})</title>`,
+      `<g><title>${escapeHtml(row.label)}: ${escapeHtml(fmt.msValue(row.before))} ms → ${escapeHtml(fmt.msValue(row.after))} ms (${escapeHtml(fmt.ratio(row.speedup))})</title>`,
       `<text x="${labelW - 8}" y="${y + groupH / 2 + 4}" text-anchor="end">${escapeHtml(shorten(row.label, 30))}</text>`,
       `<rect class="bar-before" x="${labelW}" y="${y}" width="${wb.toFixed(1)}" height="${barH}"/>`,
-      `<text x="${(labelW + wb + 6).toFixed(1)}" y="${y + barH - 3}">${escapeHtml(fmtMs(row.before))} ms</text>`,
+      `<text x="${(labelW + wb + 6).toFixed(1)}" y="${y + barH - 3}">${escapeHtml(fmt.msValue(row.before))} ms</text>`,
       `<rect class="bar-after" x="${labelW}" y="${y + barH + gap}" width="${wa.toFixed(1)}" height="${barH}"/>`,
-      `<text x="${(labelW + wa + 6).toFixed(1)}" y="${y + 2 * barH + gap - 3}">${escapeHtml(fmtMs(row.after))} ms` +
-        `${row.speedup === null ? '' : ` <tspan class="speedup">${escapeHtml(fmtSpeedup(row.speedup))}</tspan>`}</text></g>`,
+      `<text x="${(labelW + wa + 6).toFixed(1)}" y="${y + 2 * barH + gap - 3}">${escapeHtml(fmt.msValue(row.after))} ms` +
+        `${row.speedup === null ? '' : ` <tspan class="speedup">${escapeHtml(fmt.ratio(row.speedup))}</tspan>`}</text></g>`,
     );
   });
   return `${heading}

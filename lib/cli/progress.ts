@@ -5,25 +5,11 @@
  */
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
 import Table from 'cli-table3';
+import { fmt } from './format';
 import type { InputResult, OptimizeRunReport } from './report';
 
 export type ProgressStyle = 'bar' | 'lines';
 
-export const fmt = {
-  ms(v: number | null | undefined): string {
-    if (v === null || v === undefined || !Number.isFinite(v)) return '—';
-    if (v >= 10_000) return `${(v / 1000).toFixed(1)} s`;
-    if (v >= 100) return `${v.toFixed(0)} ms`;
-    return `${v.toPrecision(3)} ms`;
-  },
-  err(v: number | null | undefined): string {
-    if (v === null || v === undefined) return '—';
-    return Number.isFinite(v) ? v.toExponential(1) : String(v);
-  },
-  ratio(v: number | null | undefined): string {
-    return v === null || v === undefined || !Number.isFinite(v) ? '—' : `${v.toFixed(2)}×`;
-  },
-};
 
 /** The one-line account of a finished input. */
 export function resultLine(r: InputResult, verbose = false): string {

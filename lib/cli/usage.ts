@@ -1,5 +1,6 @@
 /** Usage errors (exit code 2) and parsers for option values. */
 import { cuda, versions } from '../runtime';
+import { parseDevice as libraryParseDevice } from '../validate';
 import type { DType } from '../tensor';
 
 export class UsageError extends Error {
@@ -49,9 +50,13 @@ export function parseSize(value: string, flag: string): number {
   return Math.floor(Number(m[1]) * scale);
 }
 
+/** --device, checked by the library's own rule (cpu, cuda, cuda:0..63). */
 export function parseDevice(value: string): string {
-  if (!/^(cpu|cuda(:\d{1,2})?)$/.test(value)) throw new UsageError(`--device takes cpu, cuda or cuda:N; got '${value}'`);
-  return value;
+  try {
+    return libraryParseDevice(value, '--device');
+  } catch {
+    throw new UsageError(`--device takes cpu, cuda or cuda:N; got '${value}'`);
+  }
 }
 
 /** CUDA asked for on a machine without it is a usage error, found before any work. */
