@@ -33,7 +33,7 @@ const { monitorEventLoopDelay } = require('perf_hooks');
 
 const ROOT = path.resolve(__dirname, '..');
 const tf = require(path.join(ROOT, 'dist'));
-const { benchmarkMany } = require(path.join(ROOT, 'dist', 'fuse'));
+const { benchmarkMany, latencyStats, pairedRatio, timeRounds } = require(path.join(ROOT, 'dist', 'fuse'));
 const internal = require(path.join(ROOT, 'dist', 'internal', 'bench'));
 
 const MODELS_DIR = path.join(__dirname, 'models');
@@ -97,28 +97,8 @@ async function maxAbsAgainst(module, input, ref64) {
   return m;
 }
 
-const quantile = (v, p) => { const s = [...v].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * (s.length - 1) + 0.5))]; };
-
-/**
- * Rounds of one call per runner (the first of each round rotating) after a
- * warm-up; raw milliseconds per runner and round, so ratios can be paired by round.
- */
-async function interleaved(runners, inputs, rounds, warmup) {
-  for (let i = 0; i < warmup; i++) for (const r of runners) await r(inputs);
-  const samples = runners.map(() => []);
-  for (let i = 0; i < rounds; i++) {
-    for (let k = 0; k < runners.length; k++) {
-      const j = (i + k) % runners.length;
-      const t0 = performance.now();
-      await runners[j](inputs);
-      samples[j].push(performance.now() - t0);
-    }
-  }
-  return samples;
-}
-
-/** Median over rounds of a[i] / b[i]: robust to a machine that drifts between fast and slow phases. */
-const pairedRatio = (a, b) => quantile(a.map((x, i) => x / b[i]), 0.5);
+// The library's own round timing and statistics (lib/fuse.ts), so the bench and optimize() measure alike.
+const median = (v) => latencyStats(v).medianMs;
 
 /** Transform time and peak extra RSS of one variant, each measured in a fresh process. */
 function transformCost(file, variant) {
@@ -127,16 +107,12 @@ function transformCost(file, variant) {
   return JSON.parse(r.stdout.trim().split('\n').pop());
 }
 
-/** Builds one variant, measuring wall time and the peak RSS above where it started. */
+/** Builds one variant, timing it in this process (fold, tune and the peers get fresh-process costs later). */
 async function build(name, make) {
-  internal.resetPeakRss();
-  const before = internal.rss();
   const t0 = performance.now();
   try {
     const r = await make();
-    const ms = performance.now() - t0;
-    const after = internal.rss();
-    return { name, ...r, transformMs: ms, peakExtraBytes: before && after ? Math.max(0, after.peak - before.current) : null };
+    return { name, ...r, transformMs: performance.now() - t0 };
   } catch (e) {
     return { name, error: `${e.code ?? e.name}: ${e.message.split('\n')[0]}` };
   }
@@ -172,19 +148,18 @@ async function benchModel(name, form, batch, entry, o) {
   await add('lt.freeze+ofi', async () => ({ module: (await internal.peer(loaded, 'freeze_optimize')).module }));
   const ok = variants.filter((v) => v.module);
   for (const v of ok) v.maxAbsError = await maxAbsAgainst(v.module, x, ref);
-  const samples = await interleaved(ok.map((v) => (xs) => v.module.forward(...xs)), [x], o.iterations, o.warmup);
+  const samples = await timeRounds(ok.map((v) => (xs) => v.module.forward(...xs)), [x], o.iterations, o.warmup);
   ok.forEach((v, i) => { v.samples = samples[i]; });
   // Transform cost in fresh processes (batch-independent: measured once per model and form).
   for (const v of variants) {
     const cost = o.costs.get(`${file}\u0000${v.name}`);
     if (cost && !cost.error) { v.transformMs = cost.ms; v.peakExtraBytes = cost.peakExtraBytes; }
-    else if (v.name !== 'loaded') v.peakExtraBytes = null;  // in-process peaks hide behind memory freed earlier
+    else if (v.name !== 'loaded') v.peakExtraBytes = null;  // not measured: an in-process peak hides behind memory freed earlier
   }
   const base = variants[0].samples;
   const rows = variants.map((v) => ({
     variant: v.name, detail: v.detail ?? null, error: v.error ?? null,
-    medianMs: v.samples ? quantile(v.samples, 0.5) : null, p10Ms: v.samples ? quantile(v.samples, 0.1) : null,
-    p90Ms: v.samples ? quantile(v.samples, 0.9) : null,
+    ...(v.samples ? latencyStats(v.samples) : { medianMs: null, p10Ms: null, p90Ms: null }),
     ratio: v.samples ? pairedRatio(v.samples, base) : null,
     transformMs: v.transformMs ?? null, peakExtraBytes: v.peakExtraBytes ?? null,
     peakExtraOfWeights: v.peakExtraBytes && weightBytes ? v.peakExtraBytes / weightBytes : null,
@@ -229,9 +204,9 @@ async function overhead(file, shape, rounds) {
   }
   await m.dispose();
   x.dispose();
-  const jsMs = quantile(js, 0.5), cppMs = quantile(cpp, 0.5);
+  const jsMs = median(js), cppMs = median(cpp);
   return { model: path.basename(file), shape, rounds, jsMs, cppMs, overheadPct: (jsMs / cppMs - 1) * 100, overheadUs: (jsMs - cppMs) * 1000,
-    pairedOverheadUs: quantile(js.map((v, i) => v - cpp[i]), 0.5) * 1000 };
+    pairedOverheadUs: median(js.map((v, i) => v - cpp[i])) * 1000 };
 }
 
 async function eventLoop(file, shape) {
