@@ -146,6 +146,21 @@ let cached: NativeBinding | undefined;
 
 /** The native binding, loaded on first use. */
 export function native(): NativeBinding {
-  if (!cached) cached = loadBinding();
+  if (!cached) {
+    cached = loadBinding();
+    warnOnBadThreadCount();
+  }
   return cached;
+}
+
+/** The addon ignores a TORCHFOLD_NUM_THREADS that is not a thread count; say so once. */
+function warnOnBadThreadCount(): void {
+  const v = process.env.TORCHFOLD_NUM_THREADS;
+  if (v === undefined) return;
+  // The same rule as native/core/runtime.cc (strtol: leading blanks and '+' allowed, nothing after the digits).
+  const ok = /^\s*\+?\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1024;
+  if (!ok) {
+    process.emitWarning(`TORCHFOLD_NUM_THREADS=${JSON.stringify(v)} is not a thread count from 1 to 1024; it is ignored`,
+      { code: 'TORCHFOLD_NUM_THREADS' });
+  }
 }

@@ -1,11 +1,11 @@
 #include "bench.h"
 
 #include <torch/csrc/jit/passes/fold_conv_bn.h>
-#include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
 
 #include <chrono>
 
 #include "error.h"
+#include "optimize.h"
 #include "runtime.h"
 #include "tensor.h"
 
@@ -15,14 +15,6 @@ namespace {
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::vector<std::string> other_methods(const torch::jit::Module& module) {
-  std::vector<std::string> others;
-  for (const auto& name : method_names(module)) {
-    if (name != "forward") others.push_back(name);
-  }
-  return others;
 }
 
 }  // namespace
@@ -41,10 +33,7 @@ PeerResult peer_transform(const torch::jit::Module& module, const std::string& k
     if (kind == "fold_conv_bn") {
       r.module = std::make_shared<torch::jit::Module>(torch::jit::FoldConvBatchNorm(module));
     } else {
-      const auto others = other_methods(module);
-      torch::jit::Module frozen = torch::jit::freeze(module, others, /*optimize_numerics=*/true);
-      if (kind == "freeze_optimize") frozen = torch::jit::optimize_for_inference(frozen, others);
-      r.module = std::make_shared<torch::jit::Module>(frozen);
+      r.module = std::make_shared<torch::jit::Module>(freeze_for_inference(module, kind == "freeze_optimize"));
     }
   } catch (const Error&) {
     throw;

@@ -185,6 +185,14 @@ std::future<std::vector<c10::Storage>> start_copy(const std::vector<c10::Storage
   return std::async(std::launch::deferred, work);
 }
 
+// A new tensor like `t` (offset, sizes, strides, requires_grad) on storage `s`.
+at::Tensor view_on(const at::Tensor& t, const c10::Storage& s) {
+  at::Tensor out = at::empty({0}, t.options());
+  out.set_(s, t.storage_offset(), t.sizes(), t.strides());
+  if (t.requires_grad()) out.set_requires_grad(true);
+  return out;
+}
+
 // Pass 3: copies of the original's tensors put into the slots of the loaded
 // stand-in, whose object tree has the same types and slots. One new tensor
 // per original tensor, on the copy of its storage with the same offset,
@@ -216,10 +224,7 @@ class Transplant {
  private:
   at::Tensor tensor(const at::Tensor& t) {
     at::Tensor& out = tensors_[t.unsafeGetTensorImpl()];
-    if (out.defined()) return out;
-    out = at::empty({0}, t.options());
-    out.set_(storages_.at(t.storage().unsafeGetStorageImpl()), t.storage_offset(), t.sizes(), t.strides());
-    if (t.requires_grad()) out.set_requires_grad(true);
+    if (!out.defined()) out = view_on(t, storages_.at(t.storage().unsafeGetStorageImpl()));
     return out;
   }
 
@@ -301,9 +306,7 @@ class Unshare {
     if (out.defined()) return out;
     c10::Storage& s = storages_[t.storage().unsafeGetStorageImpl()];
     if (!s) s = copy_storage(t.storage());
-    out = at::empty({0}, t.options());
-    out.set_(s, t.storage_offset(), t.sizes(), t.strides());
-    if (t.requires_grad()) out.set_requires_grad(true);
+    out = view_on(t, s);
     return out;
   }
 

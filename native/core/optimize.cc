@@ -213,6 +213,16 @@ void check_round_trip(const torch::jit::Module& module, const std::string& devic
 
 }  // namespace
 
+torch::jit::Module freeze_for_inference(const torch::jit::Module& module, bool optimize_for_inference) {
+  std::vector<std::string> others;
+  for (const auto& name : method_names(module)) {
+    if (name != "forward") others.push_back(name);
+  }
+  torch::jit::Module frozen = torch::jit::freeze(module, others, /*optimize_numerics=*/true);
+  if (optimize_for_inference) frozen = torch::jit::optimize_for_inference(frozen, others);
+  return frozen;
+}
+
 Variant inference_variant(const torch::jit::Module& module, bool optimize_for_inference) {
   apply_thread_settings();
   if (is_training(module)) {
@@ -220,13 +230,8 @@ Variant inference_variant(const torch::jit::Module& module, bool optimize_for_in
                                        "(freezing bakes the current mode into the graph)");
   }
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::string> others;
-  for (const auto& name : method_names(module)) {
-    if (name != "forward") others.push_back(name);
-  }
   Variant v;
-  torch::jit::Module frozen = torch::jit::freeze(module, others, /*optimize_numerics=*/true);
-  if (optimize_for_inference) frozen = torch::jit::optimize_for_inference(frozen, others);
+  torch::jit::Module frozen = freeze_for_inference(module, optimize_for_inference);
   v.module = std::make_shared<torch::jit::Module>(frozen);
   v.build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   check_round_trip(frozen, module_device(module), &v);

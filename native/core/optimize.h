@@ -21,6 +21,11 @@ struct Variant {
   double build_ms = 0;
 };
 
+// libtorch's torch::jit::freeze (conv-BN folded in its graph), then with
+// `optimize_for_inference` its torch::jit::optimize_for_inference; every
+// exported method preserved. No checks: inference_variant adds them.
+torch::jit::Module freeze_for_inference(const torch::jit::Module& module, bool optimize_for_inference);
+
 // `optimize_for_inference` false: torch::jit::freeze only. The module must
 // be in eval mode (ERR_INVALID_ARG otherwise). Every method is preserved.
 Variant inference_variant(const torch::jit::Module& module, bool optimize_for_inference);

@@ -42,9 +42,13 @@ int cpus_available() {
 // CPUs are available.
 void choose_default() {
   if (const char* env = std::getenv("TORCHFOLD_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) wanted_threads.store(n);
-    return;
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0 && n <= 1024) {
+      wanted_threads.store(static_cast<int>(n));
+      return;
+    }
+    // Not a thread count: as if unset (lib/runtime.ts warns once).
   }
   if (std::getenv("OMP_NUM_THREADS") || std::getenv("MKL_NUM_THREADS")) return;
   const int cpus = cpus_available();
