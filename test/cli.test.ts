@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import Ajv from 'ajv/dist/2020';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getNumThreads, load, readExtraFiles, Tensor, TorchValue } from '../lib';
+import { cuda, getNumThreads, load, readExtraFiles, Tensor, TorchValue } from '../lib';
 import { seededNormal } from '../lib/fuse';
 import { badFile, checkInPyTorch, fixtures, model, PYTHON, ROOT } from './helpers/fixtures';
 
@@ -505,6 +505,23 @@ describe('usage', () => {
       expect(r.stderr, args.join(' ')).toMatch(re);
       expect(r.stdout, args.join(' ')).toBe('');
     });
+    expect(snapshot(dir)).toEqual(before);
+  });
+
+  // A CUDA device asked for where none is visible: a usage error before any work, for every command.
+  it.skipIf(cuda.isAvailable())('--device cuda where no CUDA device is visible (skipped where one is): exit 2 from optimize, inspect and bench', async () => {
+    const dir = fresh('no-cuda');
+    put(model('convbn_scripted').path, path.join(dir, 'a.pt'));
+    const before = snapshot(dir);
+    for (const args of [['optimize', 'a.pt', '--device', 'cuda'], ['inspect', 'a.pt', '--device', 'cuda:1'],
+      ['bench', 'a.pt', '--device', 'cuda', '--input-shape', caseShape('convbn_scripted').join(',')]]) {
+      const r = await run(args, dir);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(/no CUDA device is available/);
+    }
+    const bad = await run(['optimize', 'a.pt', '--device', 'gpu'], dir);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--device takes cpu, cuda or cuda:N/);
     expect(snapshot(dir)).toEqual(before);
   });
 

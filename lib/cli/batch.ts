@@ -77,9 +77,18 @@ export function optionsKeyOf(options: ResolvedOptions): string {
   return createHash('sha256').update(canonicalJson({ torchfold: versions.torchfold, options })).digest('hex');
 }
 
+/**
+ * The temporary name this process writes beside `file` before a rename or
+ * link (the native save names its temporary folder the same way):
+ * .NAME.tmp-PID-RANDOM. Without `random`, the prefix that finds them all.
+ */
+function temporaryName(file: string, random = true): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${random ? randomBytes(4).toString('hex') : ''}`);
+}
+
 /** Writes a file atomically: a temporary file in the same folder, flushed, then renamed over the target. */
 export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = temporaryName(file);
   try {
     const fh = await fs.promises.open(tmp, 'wx', 0o644);
     try {
@@ -101,7 +110,7 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
  * then hard-linked to the free name (link fails rather than overwrite).
  */
 async function backupOf(file: string): Promise<string> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.bak.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = temporaryName(`${file}.bak`);
   try {
     await fs.promises.copyFile(file, tmp, fs.constants.COPYFILE_EXCL);
     const fh = await fs.promises.open(tmp, 'r');
@@ -123,7 +132,7 @@ async function backupOf(file: string): Promise<string> {
 /** Temporary files and folders this process may be writing beside `target` (removed on a forced exit). */
 export function removeOwnTemporaries(target: string): void {
   const dir = path.dirname(target);
-  const prefixes = [`.${path.basename(target)}.tmp-${process.pid}-`, `.${path.basename(target)}.bak.tmp-${process.pid}-`];
+  const prefixes = [temporaryName(target, false), temporaryName(`${target}.bak`, false)].map((p) => path.basename(p));
   let names: string[] = [];
   try { names = fs.readdirSync(dir); } catch { return; }
   for (const n of names) {
