@@ -19,6 +19,15 @@ Napi::Array to_js_shape(Napi::Env env, const std::vector<int64_t>& shape);
 Napi::Array to_js_tensor_infos(Napi::Env env, const std::vector<core::TensorInfo>& infos);
 Napi::Array to_js_strings(Napi::Env env, const std::vector<std::string>& strings);
 // The strings of a JS array (each element converted with ToString); empty for a non-array.
+// A JS array holding convert(item) for each item, in order.
+template <typename Items, typename Convert>
+Napi::Array to_js_array(Napi::Env env, const Items& items, Convert convert) {
+  Napi::Array out = Napi::Array::New(env, items.size());
+  uint32_t i = 0;
+  for (const auto& item : items) out.Set(i++, convert(item));
+  return out;
+}
+
 std::vector<std::string> from_js_strings(Napi::Value value);
 
 // Argument helpers for native entry points: a JS TypeError when the type is wrong.

@@ -198,9 +198,7 @@ Napi::Value ModuleWrap::BenchTimeForward(const Napi::CallbackInfo& info) {
       Value(), "torchfold:benchTimeForward",
       [m, inputs = std::move(inputs), iterations, warmup]() { return core::time_forward(*m, inputs, iterations, warmup); },
       [](Napi::Env e, std::vector<double>& ms) -> Napi::Value {
-        Napi::Array out = Napi::Array::New(e, ms.size());
-        for (uint32_t i = 0; i < ms.size(); ++i) out.Set(i, ms[i]);
-        return out;
+        return to_js_array(e, ms, [&](double v) { return Napi::Number::New(e, v); });
       },
       [this]() { --in_flight_; });
 }
@@ -227,9 +225,7 @@ Napi::Value ModuleWrap::Onednn(const Napi::CallbackInfo& info) {
         out.Set("buildMs", r.variant.build_ms);
         out.Set("rewritten", r.rewritten);
         out.Set("kept", r.kept);
-        Napi::Array reasons = Napi::Array::New(e, r.kept_reasons.size());
-        for (uint32_t i = 0; i < r.kept_reasons.size(); ++i) reasons.Set(i, r.kept_reasons[i]);
-        out.Set("keptReasons", reasons);
+        out.Set("keptReasons", to_js_strings(e, r.kept_reasons));
         return out;
       },
       [this]() { --in_flight_; });

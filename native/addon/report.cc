@@ -38,20 +38,16 @@ Napi::Object value_to_js(Napi::Env env, const core::GraphValueInfo& v) {
   o.Set("name", v.name);
   o.Set("type", v.type);
   if (v.shape_known) {
-    Napi::Array shape = Napi::Array::New(env, v.shape.size());
-    for (size_t i = 0; i < v.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), static_cast<double>(v.shape[i]));
-    o.Set("shape", shape);
+    o.Set("shape", to_js_shape(env, v.shape));
   }
   if (!v.dtype.empty()) o.Set("dtype", v.dtype);
-  Napi::Array uses = Napi::Array::New(env, v.uses.size());
-  for (size_t i = 0; i < v.uses.size(); ++i) {
+  o.Set("uses", to_js_array(env, v.uses, [&](const core::GraphUse& use) {
     Napi::Object u = Napi::Object::New(env);
-    u.Set("node", v.uses[i].node);
-    u.Set("input", v.uses[i].input);
-    u.Set("block", v.uses[i].block);
-    uses.Set(static_cast<uint32_t>(i), u);
-  }
-  o.Set("uses", uses);
+    u.Set("node", use.node);
+    u.Set("input", use.input);
+    u.Set("block", use.block);
+    return u;
+  }));
   return o;
 }
 
@@ -61,15 +57,11 @@ Napi::Object to_js_graph(Napi::Env env, const core::GraphInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("method", info.method);
   o.Set("inlined", info.inlined);
-  Napi::Array inputs = Napi::Array::New(env, info.inputs.size());
-  for (size_t i = 0; i < info.inputs.size(); ++i) inputs.Set(static_cast<uint32_t>(i), value_to_js(env, info.inputs[i]));
-  o.Set("inputs", inputs);
-  Napi::Array outputs = Napi::Array::New(env, info.outputs.size());
-  for (size_t i = 0; i < info.outputs.size(); ++i) outputs.Set(static_cast<uint32_t>(i), ref_to_js(env, info.outputs[i]));
-  o.Set("outputs", outputs);
-  Napi::Array nodes = Napi::Array::New(env, info.nodes.size());
-  for (size_t i = 0; i < info.nodes.size(); ++i) {
-    const core::GraphNodeInfo& n = info.nodes[i];
+  const auto value = [&](const core::GraphValueInfo& v) { return value_to_js(env, v); };
+  const auto ref = [&](const core::GraphValueRef& r) { return ref_to_js(env, r); };
+  o.Set("inputs", to_js_array(env, info.inputs, value));
+  o.Set("outputs", to_js_array(env, info.outputs, ref));
+  o.Set("nodes", to_js_array(env, info.nodes, [&](const core::GraphNodeInfo& n) {
     Napi::Object x = Napi::Object::New(env);
     x.Set("index", n.index);
     x.Set("kind", n.kind);
@@ -78,38 +70,28 @@ Napi::Object to_js_graph(Napi::Env env, const core::GraphInfo& info) {
     if (!n.scope.empty()) x.Set("scope", n.scope);
     x.Set("parent", n.parent);
     x.Set("block", n.block);
-    Napi::Array ins = Napi::Array::New(env, n.inputs.size());
-    for (size_t j = 0; j < n.inputs.size(); ++j) ins.Set(static_cast<uint32_t>(j), ref_to_js(env, n.inputs[j]));
-    x.Set("inputs", ins);
-    Napi::Array outs = Napi::Array::New(env, n.outputs.size());
-    for (size_t j = 0; j < n.outputs.size(); ++j) outs.Set(static_cast<uint32_t>(j), value_to_js(env, n.outputs[j]));
-    x.Set("outputs", outs);
+    x.Set("inputs", to_js_array(env, n.inputs, ref));
+    x.Set("outputs", to_js_array(env, n.outputs, value));
     if (!n.constant.empty()) x.Set("constant", n.constant);
-    nodes.Set(static_cast<uint32_t>(i), x);
-  }
-  o.Set("nodes", nodes);
+    return x;
+  }));
   return o;
 }
 
 Napi::Object to_js_report(Napi::Env env, const core::FuseReport& report) {
   Napi::Object o = Napi::Object::New(env);
-  Napi::Array pairs = Napi::Array::New(env, report.pairs.size());
-  for (size_t i = 0; i < report.pairs.size(); ++i) pairs.Set(static_cast<uint32_t>(i), pair_to_js(env, report.pairs[i]));
-  o.Set("pairs", pairs);
-  Napi::Array absorbed = Napi::Array::New(env, report.absorbed.size());
-  for (size_t i = 0; i < report.absorbed.size(); ++i) absorbed.Set(static_cast<uint32_t>(i), pair_to_js(env, report.absorbed[i]));
-  o.Set("absorbed", absorbed);
+  const auto pair = [&](const core::PairReport& p) { return pair_to_js(env, p); };
+  o.Set("pairs", to_js_array(env, report.pairs, pair));
+  o.Set("absorbed", to_js_array(env, report.absorbed, pair));
   o.Set("mode", report.mode);
-  Napi::Array steps = Napi::Array::New(env, report.steps.size());
-  for (size_t i = 0; i < report.steps.size(); ++i) {
+  o.Set("steps", to_js_array(env, report.steps, [&](const auto& step) {
     Napi::Object s = Napi::Object::New(env);
-    s.Set("name", report.steps[i].name);
-    s.Set("round", report.steps[i].round);
-    s.Set("changed", report.steps[i].changed);
-    s.Set("ms", report.steps[i].ms);
-    steps.Set(static_cast<uint32_t>(i), s);
-  }
-  o.Set("steps", steps);
+    s.Set("name", step.name);
+    s.Set("round", step.round);
+    s.Set("changed", step.changed);
+    s.Set("ms", step.ms);
+    return s;
+  }));
   Napi::Object norms = Napi::Object::New(env);
   norms.Set("before", report.norms_before);
   norms.Set("after", report.norms_after);
