@@ -24,7 +24,7 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags_cc": ["<!@(node scripts/libtorch.js --gyp-std)", "-fexceptions", "-frtti", "-fvisibility=hidden", "-O2", "-Wno-unused-parameter"],
       "ldflags": ["-Wl,-z,now"],
-      "libraries": ["<!@(node scripts/libtorch.js --gyp-libs)"]
+      "libraries": ["<!@(node scripts/libtorch.js --gyp-libs)", "-lz"]
     }
   ]
 }

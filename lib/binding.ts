@@ -70,7 +70,8 @@ export interface NativeBinding {
   NativeModule: new () => NativeModule;
   NativeTensor: new () => NativeTensor;
   setErrorFactory(factory: (message: string, code: string) => Error): void;
-  load(path: string, device: string): Promise<NativeModule>;
+  load(path: string, device: string, verify?: boolean): Promise<NativeModule>;
+  verifyFile(path: string): Promise<string[]>;
   tensorFromBuffer(bytes: Uint8Array, dtype: string, shape: number[]): NativeTensor;
   loadLibrary(path: string): Promise<void>;
   readExtraFiles(path: string, names: string[]): Promise<Record<string, string>>;

@@ -5,7 +5,8 @@
  *   const m = await tf.load('model.pt');
  *   const y = await m.forward(tf.Tensor.from(new Float32Array(3 * 64 * 64), [1, 3, 64, 64]));
  */
-export { load, readExtraFiles, ScriptModule } from './module';
+export { load, readExtraFiles, verifyFile, ScriptModule } from './module';
+export type { IsolateOptions } from './isolate';
 export type { InspectOptions, LoadOptions, NamedModule, SaveOptions, TensorInfo } from './module';
 export type { HalfOptions } from './half';
 export { Tensor } from './tensor';

@@ -8,7 +8,8 @@
  */
 import * as path from 'path';
 import { native, NativeModule, NativeValue, TensorInfo } from './binding';
-import { TorchfoldError, typeError, withCallerStack } from './errors';
+import { rangeError, TorchfoldError, typeError, withCallerStack } from './errors';
+import { DEFAULT_ISOLATE_TIMEOUT_MS, IsolateOptions, probeInChild } from './isolate';
 import { Tensor } from './tensor';
 import { expectKnownKeys, expectOptions, expectString, parseDevice } from './validate';
 import { fromNative, toNative, TorchValue } from './values';
@@ -83,6 +84,20 @@ export function readExtraFiles(file: string, names: string[]): Promise<Record<st
 export interface LoadOptions {
   /** Where parameters and buffers are placed: 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: string;
+  /**
+   * Check every record of the archive against its CRC-32 before loading
+   * (default false). PyTorch's reader does not, so a file damaged on disk or in
+   * transit can load with other weights; with `verify` it fails with
+   * ERR_FILE_CORRUPT instead. Costs one extra read of the file.
+   */
+  verify?: boolean;
+  /**
+   * Open the file in a child process first (default false), so a file that
+   * crashes libtorch takes down only that process: the load then fails with
+   * ERR_FILE_CORRUPT. `{ timeoutMs }` bounds the child's time (ERR_TIMEOUT).
+   * Costs a process start and a second load; use it for files you do not trust.
+   */
+  isolate?: boolean | IsolateOptions;
 }
 
 let handleOf: (m: ScriptModule) => NativeModule;
@@ -488,7 +503,7 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
   return { module: fused, report };
 }
 
-const LOAD_KEYS = ['device'] as const;
+const LOAD_KEYS = ['device', 'verify', 'isolate'] as const;
 
 /** Loads a TorchScript file (made by torch.jit.script/trace + save). */
 export function load(file: string, options?: LoadOptions): Promise<ScriptModule> {
@@ -496,6 +511,36 @@ export function load(file: string, options?: LoadOptions): Promise<ScriptModule>
   const opts = expectOptions<LoadOptions>(options, 'options');
   expectKnownKeys(opts, LOAD_KEYS, 'options');
   const device = opts.device === undefined ? 'cpu' : parseDevice(opts.device, 'options.device');
+  const verify = opts.verify ?? false;
+  if (typeof verify !== 'boolean') throw typeError('a boolean', 'options.verify', verify);
+  const timeoutMs = isolateTimeout(opts.isolate);
   const binding = native();
-  return withCallerStack(async () => new ScriptModule(await binding.load(target, device)));
+  return withCallerStack(async () => {
+    if (timeoutMs !== undefined) await probeInChild(target, device, verify, timeoutMs);
+    return new ScriptModule(await binding.load(target, device, verify));
+  });
+}
+
+function isolateTimeout(isolate: unknown): number | undefined {
+  if (isolate === undefined || isolate === false) return undefined;
+  if (isolate === true) return DEFAULT_ISOLATE_TIMEOUT_MS;
+  const o = expectOptions<IsolateOptions>(isolate, 'options.isolate');
+  expectKnownKeys(o, ['timeoutMs'], 'options.isolate');
+  const t = o.timeoutMs ?? DEFAULT_ISOLATE_TIMEOUT_MS;
+  if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) throw rangeError('a number of milliseconds > 0', 'options.isolate.timeoutMs', t);
+  return t;
+}
+
+/**
+ * Checks a TorchScript archive without loading it: every record's CRC-32 and
+ * place in the file against the zip directory. `problems` names each record
+ * that does not match; `ok` is true when there is none. File errors as load().
+ */
+export function verifyFile(file: string): Promise<{ ok: boolean; problems: string[] }> {
+  const target = path.resolve(expectString(file, 'path'));
+  const binding = native();
+  return withCallerStack(async () => {
+    const problems = await binding.verifyFile(target);
+    return { ok: problems.length === 0, problems };
+  });
 }

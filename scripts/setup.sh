@@ -18,6 +18,7 @@ missing_packages() {
   command -v make >/dev/null 2>&1 || pkgs+=(make)
   command -v cmake >/dev/null 2>&1 || pkgs+=(cmake)
   if ! node scripts/libtorch.js --check >/dev/null 2>&1; then pkgs+=(libtorch-dev); fi
+  [ -f /usr/include/zlib.h ] || pkgs+=(zlib1g-dev)
   if [ "${TORCHFOLD_NO_FIXTURE_DEPS:-0}" != 1 ] &&
      ! /usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1; then
     pkgs+=(python3-torch python3-torchvision)

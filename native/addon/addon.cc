@@ -48,6 +48,16 @@ Napi::Value ReadExtraFiles(const Napi::CallbackInfo& info) {
       });
 }
 
+// verifyFile(path) -> Promise<string[]>: the archive's problems, [] when intact.
+Napi::Value VerifyFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = string_arg(info, 0, "path");
+  return PromiseWorker<std::vector<std::string>>::Start(
+      Napi::Object::New(env), "torchfold:verifyFile",
+      [path]() { return core::verify_file(path); },
+      [](Napi::Env e, std::vector<std::string>& problems) -> Napi::Value { return to_js_strings(e, problems); });
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) throw_type_error(env, "Expected a number for threads");
@@ -95,6 +105,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorFromBuffer", Napi::Function::New<TensorWrap::FromBuffer>(env, "tensorFromBuffer"));
   exports.Set("loadLibrary", Napi::Function::New<LoadLibrary>(env, "loadLibrary"));
   exports.Set("readExtraFiles", Napi::Function::New<ReadExtraFiles>(env, "readExtraFiles"));
+  exports.Set("verifyFile", Napi::Function::New<VerifyFile>(env, "verifyFile"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));

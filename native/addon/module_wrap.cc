@@ -76,9 +76,10 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string path = string_arg(info, 0, "path");
   const std::string device = string_arg(info, 1, "device");
+  const bool verify = info.Length() > 2 && info[2].ToBoolean().Value();
   return PromiseWorker<core::ModulePtr>::Start(
       Napi::Object::New(env), "torchfold:load",
-      [path, device]() { return core::load_module(path, device); },
+      [path, device, verify]() { return core::load_module(path, device, verify); },
       [](Napi::Env e, core::ModulePtr& m) -> Napi::Value { return Create(e, m); });
 }
 

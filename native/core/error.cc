@@ -10,6 +10,7 @@ const char* code_name(ErrorCode code) {
     case ErrorCode::NotAFile: return "ERR_NOT_A_FILE";
     case ErrorCode::FileUnreadable: return "ERR_FILE_UNREADABLE";
     case ErrorCode::NotTorchScript: return "ERR_NOT_TORCHSCRIPT";
+    case ErrorCode::FileCorrupt: return "ERR_FILE_CORRUPT";
     case ErrorCode::InvalidArg: return "ERR_INVALID_ARG";
     case ErrorCode::DeviceUnavailable: return "ERR_DEVICE_UNAVAILABLE";
     case ErrorCode::MethodNotFound: return "ERR_METHOD_NOT_FOUND";

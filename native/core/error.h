@@ -16,6 +16,7 @@ enum class ErrorCode {
   NotAFile,
   FileUnreadable,
   NotTorchScript,
+  FileCorrupt,
   InvalidArg,
   DeviceUnavailable,
   MethodNotFound,

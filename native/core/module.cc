@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive.h"
 #include "error.h"
 #include "patterns.h"
 #include "runtime.h"
@@ -72,11 +73,20 @@ void check_torchscript_archive(const std::string& path) {
     caffe2::serialize::PyTorchStreamReader reader(path);
     records = reader.getAllRecords();
   } catch (const c10::Error& e) {
+    const std::string message = torch_message(e);
+    if (message.find("Attempted to read a PyTorch file with version") != std::string::npos) {
+      throw Error(ErrorCode::Unsupported, path + " was written in a file format this libtorch (" +
+                  libtorch_version() + ") cannot read: " + message);
+    }
     // PyTorch's reader needs a complete zip with a 'version' record: a damaged
     // or truncated copy, or a zip some other program wrote, ends here.
     throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (" +
-                torch_message(e) + "). If it is a damaged or truncated copy, copy it again. " +
+                message + "). If it is a damaged or truncated copy, copy it again. " +
                 kExportHint);
+  } catch (const std::exception& e) {
+    // std::stoull on a version record that is not a number.
+    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (its version "
+                "record cannot be parsed: " + e.what() + "). If it is a damaged copy, copy it again.");
   }
   bool has_code = false, has_constants = false, has_data = false;
   for (const auto& r : records) {
@@ -127,7 +137,14 @@ std::string trim(const std::string& s) {
 Error unknown_operator_error(const std::string& path, const std::string& message) {
   const std::string marker = "Unknown builtin op: ";
   const auto pos = message.find(marker);
-  if (pos == std::string::npos) return Error(ErrorCode::Torch, trim(message));
+  if (pos == std::string::npos) {
+    // The archive's structure was fine (checked before), so its contents are
+    // damaged, or were written by a PyTorch whose code this one cannot read.
+    return Error(ErrorCode::FileCorrupt,
+                 path + " could not be loaded: its contents are damaged, or were written by a PyTorch "
+                 "that this libtorch (" + libtorch_version() + ") cannot read. libtorch said: " +
+                 trim(message));
+  }
   const auto start = pos + marker.size();
   const auto end = message.find_first_of(".\n", start);
   const std::string op = message.substr(start, end == std::string::npos ? std::string::npos : end - start);
@@ -140,16 +157,57 @@ Error unknown_operator_error(const std::string& path, const std::string& message
 
 }  // namespace
 
-ModulePtr load_module(const std::string& path, const std::string& device_name_in) {
+namespace {
+
+// torch::jit::load through a reader that notes where each tensor record went,
+// then the check that no tensor claims more bytes than its record holds.
+torch::jit::Module load_checked(const std::string& path, const c10::Device& device,
+                                const std::vector<ZipEntry>& entries) {
+  auto reader = make_recording_reader(path, entries);
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(as_read_adapter(reader), device);
+  } catch (const c10::Error& e) {
+    throw unknown_operator_error(path, torch_message(e));
+  } catch (const std::exception& e) {  // torch::jit::ErrorReport, from compiling the code
+    throw unknown_operator_error(path, e.what());
+  }
+  check_storages(module, *reader, path);
+  return module;
+}
+
+}  // namespace
+
+std::vector<std::string> verify_file(const std::string& path) {
+  check_readable_file(path);
+  check_torchscript_archive(path);
+  return verify_archive(path);
+}
+
+ModulePtr load_module(const std::string& path, const std::string& device_name_in, bool verify) {
   const c10::Device device = parse_device(device_name_in);
   apply_thread_settings();
   check_readable_file(path);
   check_torchscript_archive(path);
+  if (verify) {
+    const auto problems = verify_archive(path);
+    if (!problems.empty()) {
+      std::string lines;
+      for (const auto& p : problems) lines += "\n  " + p;
+      throw Error(ErrorCode::FileCorrupt, path + " is damaged: its contents do not match the archive's "
+                  "checksums, so it was not loaded. Copy it again from a good source." + lines);
+    }
+  }
+  const auto entries = read_zip_directory(path);
+  // On another device, libtorch copies each tensor there while reading the
+  // file, before the sizes could be checked: check a CPU load first.
+  if (device.is_cpu()) return std::make_shared<torch::jit::Module>(load_checked(path, device, entries));
+  load_checked(path, c10::Device(c10::kCPU), entries);
   try {
     return std::make_shared<torch::jit::Module>(torch::jit::load(path, device));
   } catch (const c10::Error& e) {
     throw unknown_operator_error(path, torch_message(e));
-  } catch (const std::exception& e) {  // torch::jit::ErrorReport, from compiling the code
+  } catch (const std::exception& e) {
     throw unknown_operator_error(path, e.what());
   }
 }

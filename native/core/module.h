@@ -33,7 +33,13 @@ struct TensorInfo {
   std::string device;
 };
 
-ModulePtr load_module(const std::string& path, const std::string& device);
+// With `verify`, every record's CRC-32 is checked against the archive's
+// directory first (ERR_FILE_CORRUPT on a mismatch). Always: no tensor may
+// claim more bytes than its record holds (ERR_FILE_CORRUPT).
+ModulePtr load_module(const std::string& path, const std::string& device, bool verify = false);
+// The archive checks of load_module(verify) without loading: the problems
+// found, one line each; empty when every record matches its checksum.
+std::vector<std::string> verify_file(const std::string& path);
 // Extra files stored in a TorchScript archive beside the model, under extra/
 // (PyTorch's torch.jit.save(..., _extra_files=...)), by name.
 using ExtraFiles = std::unordered_map<std::string, std::string>;
