@@ -7,7 +7,9 @@
  * ERR_FILE_CORRUPT and this process never opens the file with libtorch.
  */
 import { spawn } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
+import { packageRoot } from './binding';
 import { TorchfoldError } from './errors';
 
 export interface IsolateOptions {
@@ -19,6 +21,12 @@ export const DEFAULT_ISOLATE_TIMEOUT_MS = 120_000;
 
 interface ProbeReply { ok: boolean; code?: string; message?: string }
 
+/** The compiled probe: beside this file in dist/, or in the package's dist/ when this file runs from source. */
+function probeScript(): string {
+  const here = path.join(__dirname, 'internal', 'probe.js');
+  return fs.existsSync(here) ? here : path.join(packageRoot(), 'dist', 'internal', 'probe.js');
+}
+
 function lastLines(text: string, n: number): string {
   return text.trim().split('\n').slice(-n).join('\n');
 }
@@ -29,7 +37,7 @@ function lastLines(text: string, n: number): string {
  * the child crashed, and with ERR_TIMEOUT when it took too long.
  */
 export function probeInChild(file: string, device: string, verify: boolean, timeoutMs: number): Promise<void> {
-  const script = path.join(__dirname, 'internal', 'probe.js');
+  const script = probeScript();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [script, JSON.stringify({ path: file, device, verify })], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -52,9 +60,10 @@ export function probeInChild(file: string, device: string, verify: boolean, time
           'it was stopped, and the file was not loaded here.', 'ERR_TIMEOUT'));
         return;
       }
+      const lines = stdout.trim().split('\n');
       let reply: ProbeReply | undefined;
       try {
-        reply = JSON.parse(stdout.trim().split('\n').pop() ?? '') as ProbeReply;
+        reply = JSON.parse(lines[lines.length - 1] ?? '') as ProbeReply;
       } catch {
         reply = undefined;
       }
@@ -65,6 +74,12 @@ export function probeInChild(file: string, device: string, verify: boolean, time
       }
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
       const tail = lastLines(stderr, 5);
+      if (!lines.includes('{"opening":true}')) {
+        // It died before it reached the file: the isolation itself failed.
+        reject(new TorchfoldError(`Cannot open ${file} in a separate process: the process ${how} before it ` +
+          `opened the file.${tail ? `\nIts last words:\n${tail}` : ''}`, 'ERR_IO'));
+        return;
+      }
       reject(new TorchfoldError(`${file} is damaged or hostile: the process that opened it with libtorch ${how}, ` +
         `so it was not loaded into this process.${tail ? `\nIts last words:\n${tail}` : ''}`, 'ERR_FILE_CORRUPT'));
     });

@@ -23,7 +23,9 @@ const scripts = [
   ['make_transform_fixtures.py', path.join(out, 'transform')],
   ['make_tune_fixtures.py', path.join(out, 'tune')],
 ];
-for (const [script, dir] of scripts) {
-  const r = spawnSync(python, [path.join(root, 'scripts', script), dir], { stdio: 'inherit' });
+// The bad-file corpus (damaged copies of a fixture model) comes last: it needs that model.
+const corpus = ['make_bad_corpus.py', path.join(out, 'convbn_scripted.pt'), path.join(out, 'bad'), '--seed', '1', '--count', '240'];
+for (const args of [...scripts, corpus]) {
+  const r = spawnSync(python, [path.join(root, 'scripts', args[0]), ...args.slice(1)], { stdio: 'inherit' });
   if (r.status !== 0) process.exit(r.status === null ? 1 : r.status);
 }

@@ -25,6 +25,8 @@ export class Interrupted extends Error {
 export interface BatchOptions {
   options: ResolvedOptions;
   optionsKey: string;
+  /** How inputs are opened (--verify, --isolate); not part of the options key: outputs do not depend on them. */
+  load: { verify: boolean; isolate: boolean };
   output: OutputMode;
   dryRun: boolean;
   resume: boolean;
@@ -225,7 +227,7 @@ async function processOne(input: Input, b: BatchOptions): Promise<InputResult> {
     }
     if (b.signal.aborted) throw new Interrupted();
     t = performance.now();
-    module = await load(input.file, { device: b.options.device });
+    module = await load(input.file, { device: b.options.device, ...b.load });
     r.timings.load = performance.now() - t;
     if (b.signal.aborted) throw new Interrupted();
     t = performance.now();

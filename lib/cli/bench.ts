@@ -21,6 +21,8 @@ export interface BenchFlags {
   warmup: number;
   threads?: number;
   device: string;
+  verify?: boolean;
+  isolate?: boolean;
   variants?: Variant[];
   treatTrainingAsEval?: boolean;
   json?: boolean;
@@ -48,7 +50,7 @@ export async function benchCommand(file: string, f: BenchFlags, io: Io): Promise
   checkDevice(f.device);
   if (f.threads) setNumThreads(f.threads);
   const wanted = f.variants ?? [...VARIANTS];
-  const loaded = await load(path.resolve(file), { device: f.device });
+  const loaded = await load(path.resolve(file), { device: f.device, verify: Boolean(f.verify), isolate: Boolean(f.isolate) });
   const made: ScriptModule[] = [];
   const inputs = await sampleInputs(f.inputShape, f.inputDtype ?? [], f.device);
   try {

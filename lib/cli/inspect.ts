@@ -18,6 +18,8 @@ export interface InspectFlags {
   treatTrainingAsEval?: boolean;
   inputShape?: number[][];
   device: string;
+  verify?: boolean;
+  isolate?: boolean;
   json?: boolean;
   dot?: string;
 }
@@ -46,7 +48,7 @@ export async function inspectCommand(file: string, f: InspectFlags, io: Io): Pro
   const abs = path.resolve(file);
   const dotFile = f.dot && f.dot !== '-' ? checkWritableFile(f.dot, '--dot') : undefined;
   checkDevice(f.device);
-  const module = await load(abs, { device: f.device });
+  const module = await load(abs, { device: f.device, verify: Boolean(f.verify), isolate: Boolean(f.isolate) });
   try {
     if (!module.methods.includes(f.method)) {
       throw new UsageError(`--method ${f.method}: the model has no such method (it has ${module.methods.join(', ')})`);

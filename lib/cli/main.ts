@@ -40,6 +40,14 @@ function shapeOptions(cmd: Command): Command {
       .argParser(collect(parseDtype)));
 }
 
+function safetyOptions(cmd: Command): Command {
+  return cmd
+    .option('--verify', "check every record of each input against its CRC-32 before loading (PyTorch's reader does not): " +
+      'a damaged file fails with ERR_FILE_CORRUPT instead of loading with other weights')
+    .option('--isolate', 'open each input in a child process first, so a file that crashes libtorch fails with ' +
+      'ERR_FILE_CORRUPT instead of taking this process down (about half a second per input)');
+}
+
 function analysisOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--mode <mode>', "'fold' removes BatchNorm; 'tune' keeps it trainable and folds on the fly in eval").choices(['fold', 'tune']).default('fold'))
@@ -70,7 +78,7 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .option('--in-place', 'replace each input (atomically), keeping a copy as NAME.pt.bak (or NAME.pt.bak.N: backups are never overwritten)')
     .option('--no-backup', 'with --in-place: keep no .bak copy')
     .option('--glob <pattern>', 'which files in folders are inputs', DEFAULT_GLOB);
-  analysisOptions(optimize)
+  safetyOptions(analysisOptions(optimize))
     .option('--optimize', 'also try freezing and libtorch inference passes; keep the fastest valid candidate (needs --input-shape)')
     .addOption(new Option('--threads <n>', 'libtorch intra-op threads').argParser((v) => parseInteger(v, '--threads', 1, 1024)));
   shapeOptions(optimize)
@@ -112,7 +120,7 @@ Exit codes: 0 all done, 1 some inputs failed (validation included), 2 usage erro
     .description('Shows the methods, parameter count and bytes, BatchNorm count and the module tree with the pairs found: ' +
       'which would fold and why the others would not. Writes nothing unless --dot.')
     .argument('<model>', 'a TorchScript file');
-  analysisOptions(inspect)
+  safetyOptions(analysisOptions(inspect))
     .option('--method <name>', 'the method whose graph --dot draws', 'forward')
     .addOption(new Option('--input-shape <dims>', 'propagate shapes into the graph from this input shape (repeatable)')
       .argParser(collect((v) => parseShape(v))))
@@ -131,7 +139,7 @@ Examples:
       'after a warm-up, in one run; prints median/p10/p90, speedup against the loaded model, the error each ' +
       'transform adds and the thread count.')
     .argument('<model>', 'a TorchScript file');
-  shapeOptions(bench)
+  safetyOptions(shapeOptions(bench))
     .addOption(new Option('-n, --iterations <n>', 'timed rounds').default(30).argParser((v) => parseInteger(v, '--iterations', 1)))
     .addOption(new Option('--warmup <n>', 'untimed rounds first').default(5).argParser((v) => parseInteger(v, '--warmup', 0)))
     .addOption(new Option('--threads <n>', 'libtorch intra-op threads').argParser((v) => parseInteger(v, '--threads', 1, 1024)))

@@ -24,6 +24,8 @@ export interface OptimizeFlags {
   modules?: string[][];
   treatTrainingAsEval?: boolean;
   device: string;
+  verify?: boolean;
+  isolate?: boolean;
   threads?: number;
   inputShape?: number[][];
   inputDtype?: DType[];
@@ -140,6 +142,7 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
   try {
     results = await runBatch(inputs, {
       options, optionsKey, output, dryRun: Boolean(f.dryRun), resume: Boolean(f.resume), jobs: f.jobs,
+      load: { verify: Boolean(f.verify), isolate: Boolean(f.isolate) },
       memoryBudget: f.maxMemory ?? defaultMemoryBudget(), samples, signal: controller.signal, inFlight,
       onStart: (i) => progress.start(i.display), onFinish: (r) => progress.finish(r),
     });

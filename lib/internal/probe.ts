@@ -12,6 +12,15 @@ async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2] ?? '{}') as ProbeRequest;
   let reply: Record<string, unknown>;
   try {
+    native();
+  } catch (e) {
+    reply = { ok: false, setup: true, code: (e as { code?: string }).code ?? 'ERR_NATIVE_LOAD', message: (e as Error).message };
+    process.stdout.write(JSON.stringify(reply) + '\n', () => process.exit(0));
+    return;
+  }
+  // From here on, a death of this process is the file's doing.
+  process.stdout.write('{"opening":true}\n');
+  try {
     const m = await native().load(request.path, request.device, request.verify);
     reply = { ok: true, methods: m.methods() };
     m.dispose();

@@ -34,8 +34,11 @@ struct ZipEntry {
 std::vector<ZipEntry> read_zip_directory(const std::string& path);
 
 // Problems found, one line each ("record data/3: CRC-32 is 1a2b3c4d, the
-// directory says 5e6f7081"); empty when the archive is intact.
-std::vector<std::string> verify_archive(const std::string& path);
+// directory says 5e6f7081"); empty when the archive is intact. Without
+// `tensors`, the tensor records (data/N, constants/N: nearly all the bytes) are
+// skipped and only code, pickles and metadata are checked, which is cheap.
+std::vector<std::string> verify_archive(const std::string& path, bool tensors = true);
+bool is_tensor_record(const std::string& name);
 
 // A file reader for torch::jit::load that notes which buffer each stored
 // record was read into, and how many bytes that was.

@@ -7,7 +7,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <cstdlib>
 #include <random>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -126,6 +129,33 @@ std::string temp_path_for(const std::string& path) {
   return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
 }
 
+// A save killed mid-write (SIGKILL, power loss) leaves its private folder
+// ".NAME.tmp-PID-RAND/" behind. Remove those of `base` in `dir` whose process
+// is gone; a live process's folder (another save in progress) is left alone.
+void remove_stale_temporaries(const std::string& dir, const std::string& base) {
+  const std::string prefix = "." + base + ".tmp-";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    const auto dash = rest.find('-');
+    if (dash == 0 || dash == std::string::npos ||
+        rest.find_first_not_of("0123456789") != dash) continue;
+    const long pid = std::strtol(rest.substr(0, dash).c_str(), nullptr, 10);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    stale.push_back(dir + "/" + name);
+  }
+  ::closedir(d);
+  for (const auto& folder : stale) {
+    std::remove((folder + "/" + base).c_str());
+    ::rmdir(folder.c_str());
+  }
+}
+
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \n");
   const auto e = s.find_last_not_of(" \n");
@@ -189,14 +219,16 @@ ModulePtr load_module(const std::string& path, const std::string& device_name_in
   apply_thread_settings();
   check_readable_file(path);
   check_torchscript_archive(path);
-  if (verify) {
-    const auto problems = verify_archive(path);
-    if (!problems.empty()) {
-      std::string lines;
-      for (const auto& p : problems) lines += "\n  " + p;
-      throw Error(ErrorCode::FileCorrupt, path + " is damaged: its contents do not match the archive's "
-                  "checksums, so it was not loaded. Copy it again from a good source." + lines);
-    }
+  // Code and pickles are always checked (they are small): libtorch compiles
+  // whatever a damaged deflate stream inflates to, and its error report can
+  // then abort the process while pointing into garbage. Tensor bytes only
+  // with `verify`.
+  const auto problems = verify_archive(path, verify);
+  if (!problems.empty()) {
+    std::string lines;
+    for (const auto& p : problems) lines += "\n  " + p;
+    throw Error(ErrorCode::FileCorrupt, path + " is damaged: its contents do not match the archive's "
+                "checksums, so it was not loaded. Copy it again from a good source." + lines);
   }
   const auto entries = read_zip_directory(path);
   // On another device, libtorch copies each tensor there while reading the
@@ -226,6 +258,7 @@ void save_module(const torch::jit::Module& module, const std::string& path, cons
   // PyTorch names the archive's top folder after the file it writes, so the
   // temporary file gets the final name, inside a private temporary folder:
   // the result is byte-identical to a direct save, and the rename is atomic.
+  remove_stale_temporaries(dir, base);
   const std::string tmp_dir = temp_path_for(dir + "/." + base);
   if (::mkdir(tmp_dir.c_str(), 0700) != 0) {
     throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(errno));
