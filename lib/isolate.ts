@@ -5,12 +5,17 @@
  * (e.g. libtorch 1.13 dereferences null in its class-constant parser on a
  * misspelled class attribute). A crash in the child is reported as
  * ERR_FILE_CORRUPT and this process never opens the file with libtorch.
+ *
+ * The child stays warm between files (it pays Node's and libtorch's start once)
+ * and opens one file at a time, so a crash always names the file that caused
+ * it. It is replaced after a crash or a timeout, ends after a few idle seconds,
+ * and never keeps this process alive.
  */
-import { spawn } from 'child_process';
+import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { packageRoot } from './binding';
-import { TorchfoldError } from './errors';
+import { ErrorCode, TorchfoldError } from './errors';
 
 export interface IsolateOptions {
   /** Give up (ERR_TIMEOUT) when the child has not answered after this many ms. Default 120000. */
@@ -18,8 +23,20 @@ export interface IsolateOptions {
 }
 
 export const DEFAULT_ISOLATE_TIMEOUT_MS = 120_000;
+/** How long an idle child is kept for the next file. */
+const IDLE_MS = 5_000;
 
-interface ProbeReply { ok: boolean; code?: string; message?: string }
+interface ProbeReply { id: number; opening?: boolean; ok?: boolean; code?: string; message?: string }
+
+interface Job {
+  id: number;
+  file: string;
+  device: string;
+  verify: boolean;
+  timeoutMs: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 /** The compiled probe: beside this file in dist/, or in the package's dist/ when this file runs from source. */
 function probeScript(): string {
@@ -31,57 +48,125 @@ function lastLines(text: string, n: number): string {
   return text.trim().split('\n').slice(-n).join('\n');
 }
 
+type Stream = { ref?: () => void; unref?: () => void };
+
+class Prober {
+  #child: ChildProcessWithoutNullStreams | undefined;
+  #queue: Job[] = [];
+  #current: { job: Job; opened: boolean; timer: NodeJS.Timeout } | undefined;
+  #buffer = '';
+  #stderr = '';
+  #idle: NodeJS.Timeout | undefined;
+  #nextId = 1;
+
+  probe(file: string, device: string, verify: boolean, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ id: this.#nextId++, file, device, verify, timeoutMs, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  #spawn(): ChildProcessWithoutNullStreams {
+    const child = spawn(process.execPath, [probeScript(), '--serve'], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+    this.#buffer = '';
+    this.#stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => this.#onData(child, d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { this.#stderr = (this.#stderr + d).slice(-4000); });
+    child.stdin.on('error', () => { /* the child died: 'close' reports it */ });
+    child.on('error', (e) => this.#onExit(child, null, null, e));
+    child.on('close', (code, signal) => this.#onExit(child, code, signal));
+    return child;
+  }
+
+  /** Whether the child (process and pipes) may keep this process alive. */
+  #hold(child: ChildProcessWithoutNullStreams, on: boolean): void {
+    for (const h of [child, child.stdin, child.stdout, child.stderr] as Stream[]) {
+      if (on) h.ref?.(); else h.unref?.();
+    }
+  }
+
+  #pump(): void {
+    if (this.#current || this.#queue.length === 0) return;
+    if (this.#idle) { clearTimeout(this.#idle); this.#idle = undefined; }
+    const job = this.#queue.shift()!;
+    this.#child ??= this.#spawn();
+    const child = this.#child;
+    this.#hold(child, true);
+    const timer = setTimeout(() => {
+      if (this.#current?.job !== job) return;
+      this.#current = undefined;
+      this.#child = undefined;
+      child.kill('SIGKILL');
+      job.reject(new TorchfoldError(`Opening ${job.file} in a separate process took more than ${job.timeoutMs} ms; ` +
+        'it was stopped, and the file was not loaded here.', 'ERR_TIMEOUT'));
+      this.#pump();
+    }, job.timeoutMs);
+    this.#current = { job, opened: false, timer };
+    this.#stderr = '';
+    child.stdin.write(JSON.stringify({ id: job.id, path: job.file, device: job.device, verify: job.verify }) + '\n');
+  }
+
+  #onData(child: ChildProcessWithoutNullStreams, d: string): void {
+    if (child !== this.#child) return;
+    this.#buffer += d;
+    let nl: number;
+    while ((nl = this.#buffer.indexOf('\n')) >= 0) {
+      const line = this.#buffer.slice(0, nl);
+      this.#buffer = this.#buffer.slice(nl + 1);
+      let reply: ProbeReply;
+      try { reply = JSON.parse(line) as ProbeReply; } catch { continue; }
+      const cur = this.#current;
+      if (!cur || reply.id !== cur.job.id) continue;
+      if (reply.opening) { cur.opened = true; continue; }
+      clearTimeout(cur.timer);
+      this.#current = undefined;
+      if (reply.ok) cur.job.resolve();
+      else cur.job.reject(new TorchfoldError(reply.message ?? 'load failed', (reply.code ?? 'ERR_TORCH') as ErrorCode));
+      this.#settle(child);
+    }
+  }
+
+  /** After a job: the next one, or an idle child that lets this process exit and ends soon. */
+  #settle(child: ChildProcessWithoutNullStreams): void {
+    if (this.#queue.length > 0) { this.#pump(); return; }
+    this.#hold(child, false);
+    this.#idle = setTimeout(() => {
+      if (this.#child === child && !this.#current) { this.#child = undefined; child.stdin.end(); }
+    }, IDLE_MS);
+    this.#idle.unref();
+  }
+
+  #onExit(child: ChildProcessWithoutNullStreams, code: number | null, signal: NodeJS.Signals | null, error?: Error): void {
+    if (child !== this.#child) return;  // replaced already (timeout, idle end)
+    this.#child = undefined;
+    const cur = this.#current;
+    this.#current = undefined;
+    if (cur) {
+      clearTimeout(cur.timer);
+      const how = error ? `could not start (${error.message})` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      const tail = lastLines(this.#stderr, 5);
+      const words = tail ? `\nIts last words:\n${tail}` : '';
+      if (cur.opened) {
+        cur.job.reject(new TorchfoldError(`${cur.job.file} is damaged or hostile: the process that opened it with libtorch ` +
+          `${how}, so it was not loaded into this process.${words}`, 'ERR_FILE_CORRUPT'));
+      } else {
+        // It died before it reached the file: the isolation itself failed.
+        cur.job.reject(new TorchfoldError(`Cannot open ${cur.job.file} in a separate process: the process ${how} ` +
+          `before it opened the file.${words}`, 'ERR_IO'));
+      }
+    }
+    this.#pump();
+  }
+}
+
+let prober: Prober | undefined;
+
 /**
  * Resolves when a child process opened `file` without trouble; rejects with
  * the child's own error when the load failed there, with ERR_FILE_CORRUPT when
- * the child crashed, and with ERR_TIMEOUT when it took too long.
+ * the child crashed on it, and with ERR_TIMEOUT when it took too long.
  */
 export function probeInChild(file: string, device: string, verify: boolean, timeoutMs: number): Promise<void> {
-  const script = probeScript();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, JSON.stringify({ path: file, device, verify })], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: process.env,
-    });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-4000); });
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new TorchfoldError(`Cannot start a process to open ${file}: ${e.message}`, 'ERR_IO'));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (timedOut) {
-        reject(new TorchfoldError(`Opening ${file} in a separate process took more than ${timeoutMs} ms; ` +
-          'it was stopped, and the file was not loaded here.', 'ERR_TIMEOUT'));
-        return;
-      }
-      const lines = stdout.trim().split('\n');
-      let reply: ProbeReply | undefined;
-      try {
-        reply = JSON.parse(lines[lines.length - 1] ?? '') as ProbeReply;
-      } catch {
-        reply = undefined;
-      }
-      if (reply?.ok) { resolve(); return; }
-      if (reply && reply.code) {
-        reject(new TorchfoldError(reply.message ?? 'load failed', reply.code as TorchfoldError['code']));
-        return;
-      }
-      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      const tail = lastLines(stderr, 5);
-      if (!lines.includes('{"opening":true}')) {
-        // It died before it reached the file: the isolation itself failed.
-        reject(new TorchfoldError(`Cannot open ${file} in a separate process: the process ${how} before it ` +
-          `opened the file.${tail ? `\nIts last words:\n${tail}` : ''}`, 'ERR_IO'));
-        return;
-      }
-      reject(new TorchfoldError(`${file} is damaged or hostile: the process that opened it with libtorch ${how}, ` +
-        `so it was not loaded into this process.${tail ? `\nIts last words:\n${tail}` : ''}`, 'ERR_FILE_CORRUPT'));
-    });
-  });
+  prober ??= new Prober();
+  return prober.probe(file, device, verify, timeoutMs);
 }
