@@ -36,6 +36,8 @@ interface Job {
   timeoutMs: number;
   resolve: () => void;
   reject: (e: Error) => void;
+  /** Already retried in a fresh child after a warm one died on it. */
+  retried?: boolean;
 }
 
 /** The compiled probe: beside this file in dist/, or in the package's dist/ when this file runs from source. */
@@ -54,6 +56,8 @@ class Prober {
   #child: ChildProcessWithoutNullStreams | undefined;
   #queue: Job[] = [];
   #current: { job: Job; opened: boolean; timer: NodeJS.Timeout } | undefined;
+  /** Files the current child has opened before the one in progress. */
+  #served = 0;
   #buffer = '';
   #stderr = '';
   #idle: NodeJS.Timeout | undefined;
@@ -89,7 +93,7 @@ class Prober {
     if (this.#current || this.#queue.length === 0) return;
     if (this.#idle) { clearTimeout(this.#idle); this.#idle = undefined; }
     const job = this.#queue.shift()!;
-    this.#child ??= this.#spawn();
+    if (!this.#child) { this.#child = this.#spawn(); this.#served = 0; }
     const child = this.#child;
     this.#hold(child, true);
     const timer = setTimeout(() => {
@@ -120,6 +124,7 @@ class Prober {
       if (reply.opening) { cur.opened = true; continue; }
       clearTimeout(cur.timer);
       this.#current = undefined;
+      this.#served++;
       if (reply.ok) cur.job.resolve();
       else cur.job.reject(new TorchfoldError(reply.message ?? 'load failed', (reply.code ?? 'ERR_TORCH') as ErrorCode));
       this.#settle(child);
@@ -146,7 +151,12 @@ class Prober {
       const how = error ? `could not start (${error.message})` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
       const tail = lastLines(this.#stderr, 5);
       const words = tail ? `\nIts last words:\n${tail}` : '';
-      if (cur.opened) {
+      if (cur.opened && this.#served > 0 && !cur.job.retried) {
+        // A child that opened other files first may have been damaged by one of
+        // them (libtorch can corrupt its heap on a bad file and die later): try
+        // this file again in a fresh child before blaming it.
+        this.#queue.unshift({ ...cur.job, retried: true });
+      } else if (cur.opened) {
         cur.job.reject(new TorchfoldError(`${cur.job.file} is damaged or hostile: the process that opened it with libtorch ` +
           `${how}, so it was not loaded into this process.${words}`, 'ERR_FILE_CORRUPT'));
       } else {

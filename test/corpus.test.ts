@@ -106,8 +106,17 @@ describe('bad-file corpus (seed 1)', () => {
   it('a file that crashes libtorch is refused with ERR_FILE_CORRUPT under { isolate: true }, and this process lives', async () => {
     // With libtorch 1.13 this corpus holds code edits that crash its class-constant parser
     // (a misspelled class attribute): those must be here, or the isolation goes untested.
-    if (versions.libtorch.startsWith('1.13')) expect(crashes.length).toBeGreaterThan(0);
+    // Some crashes are not repeatable (libtorch damages its heap on one file and dies on a
+    // later one, or crashes on a file only now and then), so only files that crash every
+    // time on their own are opened here, where a load that got through would crash this test.
+    const steady: Crash[] = [];
     for (const c of crashes) {
+      let n = 0;
+      for (let i = 0; i < 3; i++) n += (await corpus.tryFiles([c.file])).crashes.length;
+      if (n === 3) steady.push(c);
+    }
+    if (versions.libtorch.startsWith('1.13')) expect(steady.length).toBeGreaterThan(0);
+    for (const c of steady) {
       const e = await load(c.file, { isolate: true }).then(() => undefined, (err: unknown) => err);
       expect(e, path.basename(c.file)).toBeInstanceOf(TorchfoldError);
       expect((e as TorchfoldError).code).toBe('ERR_FILE_CORRUPT');

@@ -88,8 +88,38 @@ function temporaryName(file: string, random = true): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${random ? randomBytes(4).toString('hex') : ''}`);
 }
 
+/**
+ * Removes temporaries of `file` (and of its backup) that a killed process left
+ * behind: .NAME.tmp-PID-* and .NAME.bak.tmp-PID-* whose PID no longer runs.
+ * Those of this process and of live ones are left alone. (A process in another
+ * PID namespace writing to a shared folder looks dead from here.)
+ */
+export function removeStaleTemporaries(file: string): void {
+  const dir = path.dirname(file);
+  const base = path.basename(file);
+  let names: string[] = [];
+  try { names = fs.readdirSync(dir); } catch { return; }
+  for (const n of names) {
+    const m = /^\.(.+)\.tmp-(\d+)-[0-9a-f]*$/.exec(n);
+    if (!m || (m[1] !== base && m[1] !== `${base}.bak`)) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid || alive(pid)) continue;
+    fs.rmSync(path.join(dir, n), { recursive: true, force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Writes a file atomically: a temporary file in the same folder, flushed, then renamed over the target. */
 export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
+  removeStaleTemporaries(file);
   const tmp = temporaryName(file);
   try {
     const fh = await fs.promises.open(tmp, 'wx', 0o644);
@@ -112,6 +142,7 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
  * then hard-linked to the free name (link fails rather than overwrite).
  */
 async function backupOf(file: string): Promise<string> {
+  removeStaleTemporaries(file);
   const tmp = temporaryName(`${file}.bak`);
   try {
     await fs.promises.copyFile(file, tmp, fs.constants.COPYFILE_EXCL);

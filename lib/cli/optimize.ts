@@ -7,7 +7,7 @@ import { defaultMemoryBudget, Interrupted, optionsKeyOf, removeOwnTemporaries, r
 import { renderHtml } from './html';
 import { checkPlan, checkWritableFile, DEFAULT_GLOB, discover, OutputMode, parseShard, realPathOf, takeShard } from './inputs';
 import { Progress, summaryTable, totalsLine } from './progress';
-import { OptimizeRunReport, REPORT_SCHEMA, ResolvedOptions } from './report';
+import { OptimizeRunReport, REPORT_SCHEMA, ResolvedOptions, InputResult } from './report';
 import { sampleInputs } from './samples';
 import { checkDevice, UsageError } from './usage';
 
@@ -133,6 +133,7 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
     }
     progress.stop();
     for (const out of inFlight) removeOwnTemporaries(out);
+    for (const r of [f.report, f.reportHtml]) if (r) removeOwnTemporaries(path.resolve(r));
     io.stderr.write('Quit at once: outputs in progress were not written.\n');
     process.exit(sig === 'SIGTERM' ? 143 : 130);
   };
@@ -146,39 +147,52 @@ export async function optimizeCommand(args: string[], f: OptimizeFlags, io: Io, 
       memoryBudget: f.maxMemory ?? defaultMemoryBudget(), samples, signal: controller.signal, inFlight,
       onStart: (i) => progress.start(i.display), onFinish: (r) => progress.finish(r),
     });
-  } finally {
-    progress.stop();
+  } catch (e) {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    throw e;
+  } finally {
+    progress.stop();
     for (const t of samples) t.dispose();
   }
-  const finished = new Date();
-  const count = (s: string) => results.filter((r) => r.status === s).length;
-  const report: OptimizeRunReport = {
-    schema: REPORT_SCHEMA, torchfold: versions.torchfold, libtorch: versions.libtorch, node: process.version,
-    platform: `${process.platform}-${process.arch}`, threads: getNumThreads(), jobs: f.jobs, command: argv,
-    options, optionsKey, shard, dryRun: Boolean(f.dryRun), interrupted: Boolean(signalName),
-    startedAt: started.toISOString(), finishedAt: finished.toISOString(), durationMs: finished.getTime() - started.getTime(),
-    totals: { inputs: results.length, done: count('done'), failed: count('failed'), upToDate: count('up-to-date'), interrupted: count('interrupted') },
-    results,
-  };
-  const json = JSON.stringify(report, null, 2) + '\n';
-  let writeFailed = false;
-  for (const [file, text] of [[f.report, () => json], [f.reportHtml, () => renderHtml(report)]] as const) {
-    if (!file) continue;
-    try {
-      await writeFileAtomic(path.resolve(file), text());
-    } catch (e) {
-      writeFailed = true;
-      io.stderr.write(`error: ERR_IO: could not write ${file}: ${(e as Error).message}\n`);
+  // The handlers stay until the reports are written: a second Ctrl-C in
+  // between still exits 130 and removes the report's temporary file.
+  try {
+    return await finish(results);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+
+  async function finish(results: InputResult[]): Promise<number> {
+    const finished = new Date();
+    const count = (s: string) => results.filter((r) => r.status === s).length;
+    const report: OptimizeRunReport = {
+      schema: REPORT_SCHEMA, torchfold: versions.torchfold, libtorch: versions.libtorch, node: process.version,
+      platform: `${process.platform}-${process.arch}`, threads: getNumThreads(), jobs: f.jobs, command: argv,
+      options, optionsKey, shard, dryRun: Boolean(f.dryRun), interrupted: Boolean(signalName),
+      startedAt: started.toISOString(), finishedAt: finished.toISOString(), durationMs: finished.getTime() - started.getTime(),
+      totals: { inputs: results.length, done: count('done'), failed: count('failed'), upToDate: count('up-to-date'), interrupted: count('interrupted') },
+      results,
+    };
+    const json = JSON.stringify(report, null, 2) + '\n';
+    let writeFailed = false;
+    for (const [file, text] of [[f.report, () => json], [f.reportHtml, () => renderHtml(report)]] as const) {
+      if (!file) continue;
+      try {
+        await writeFileAtomic(path.resolve(file), text());
+      } catch (e) {
+        writeFailed = true;
+        io.stderr.write(`error: ERR_IO: could not write ${file}: ${(e as Error).message}\n`);
+      }
     }
+    if (f.json) io.stdout.write(json);
+    if (!f.quiet && !f.json && results.length) human.write(summaryTable(report, Boolean(f.color)) + '\n');
+    human.write(totalsLine(report) + '\n');
+    for (const [file, what] of [[f.report, 'report'], [f.reportHtml, 'HTML report']] as const) {
+      if (file) human.write(`${what}: ${file}\n`);
+    }
+    if (signalName) return signalName === 'SIGTERM' ? 143 : 130;
+    return report.totals.failed > 0 || writeFailed ? 1 : 0;
   }
-  if (f.json) io.stdout.write(json);
-  if (!f.quiet && !f.json && results.length) human.write(summaryTable(report, Boolean(f.color)) + '\n');
-  human.write(totalsLine(report) + '\n');
-  for (const [file, what] of [[f.report, 'report'], [f.reportHtml, 'HTML report']] as const) {
-    if (file) human.write(`${what}: ${file}\n`);
-  }
-  if (signalName) return signalName === 'SIGTERM' ? 143 : 130;
-  return report.totals.failed > 0 || writeFailed ? 1 : 0;
 }

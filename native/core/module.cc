@@ -1,6 +1,7 @@
 #include "module.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <c10/core/GradMode.h>
 
@@ -122,6 +123,45 @@ void fsync_path(const std::string& path, int flags) {
   if (fd < 0) return;
   ::fsync(fd);
   ::close(fd);
+}
+
+// Writes the archive to `file` through a descriptor owned here, and returns
+// 0 or the errno of the first failed write, fsync or close. libtorch's own
+// file writer cannot survive a failed write (ENOSPC, EFBIG, EIO): the short
+// write throws, then the PyTorchStreamWriter's destructor writes the end of
+// the archive, throws again, and std::terminate() aborts the process. So this
+// writer never reports a short write to libtorch: it keeps the first error,
+// drops the remaining bytes, and the caller fails the save afterwards.
+int write_archive(const torch::jit::Module& module, const std::string& file, const ExtraFiles& extra_files) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  int err = 0;
+  const auto writer = [&](const void* data, size_t size) -> size_t {
+    const char* p = static_cast<const char*>(data);
+    size_t left = size;
+    while (left > 0 && err == 0) {
+      const ssize_t n = ::write(fd, p, left);
+      if (n < 0) {
+        if (errno != EINTR) err = errno;
+      } else if (n == 0) {
+        err = EIO;
+      } else {
+        p += n;
+        left -= static_cast<size_t>(n);
+      }
+    }
+    return size;
+  };
+  try {
+    torch::jit::ExportModule(module, writer, extra_files, /*bytecode_format=*/false,
+                             /*save_mobile_debug_info=*/false, /*use_flatbuffer=*/false);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  return err;
 }
 
 std::string temp_path_for(const std::string& path) {
@@ -255,9 +295,10 @@ void save_module(const torch::jit::Module& module, const std::string& path, cons
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
     throw Error(ErrorCode::NotAFile, "Cannot save to " + path + ": it is a directory");
   }
-  // PyTorch names the archive's top folder after the file it writes, so the
-  // temporary file gets the final name, inside a private temporary folder:
-  // the result is byte-identical to a direct save, and the rename is atomic.
+  // The archive is written into a private temporary folder beside the target
+  // (so a save killed midway leaves nothing that looks like a model), flushed,
+  // then renamed over the target: the rename is atomic. Its records sit under
+  // archive/, as in torch.jit.save to a buffer (write_archive says why).
   remove_stale_temporaries(dir, base);
   const std::string tmp_dir = temp_path_for(dir + "/." + base);
   if (::mkdir(tmp_dir.c_str(), 0700) != 0) {
@@ -265,18 +306,22 @@ void save_module(const torch::jit::Module& module, const std::string& path, cons
   }
   const std::string tmp = tmp_dir + "/" + base;
   auto cleanup = [&] { std::remove(tmp.c_str()); ::rmdir(tmp_dir.c_str()); };
+  int err = 0;
   try {
-    module.save(tmp, extra_files);
+    err = write_archive(module, tmp, extra_files);
   } catch (...) {
     cleanup();
     Error e = describe_current_exception();
     throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + e.what());
   }
-  fsync_path(tmp, O_RDONLY);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
+  if (err != 0) {
     cleanup();
     throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int rename_err = errno;
+    cleanup();
+    throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(rename_err));
   }
   ::rmdir(tmp_dir.c_str());
   fsync_path(dir, O_RDONLY | O_DIRECTORY);
