@@ -87,11 +87,26 @@ export interface NativeFuseResult {
 
 const FUSE_KEYS = ['mode', 'constants', 'modules', 'optimize', 'dryRun', 'treatTrainingAsEval', 'validate', 'benchmark', 'signal'] as const;
 
-function checkInputs(inputs: unknown, name: string): SampleInput[] {
+/**
+ * A sample shape is filled with seeded values in JS and copied into libtorch,
+ * and the module runs on it: cap it (64 Mi elements, 256 MiB of float32), so a
+ * typo such as [1, 3, 100000, 100000] fails here instead of allocating
+ * gigabytes. A larger input can still be given as a Tensor.
+ */
+export const MAX_SAMPLE_ELEMENTS = 2 ** 26;
+
+export function checkInputs(inputs: unknown, name: string): SampleInput[] {
   if (!Array.isArray(inputs) || inputs.length === 0) throw typeError('a non-empty array of Tensors or shapes', name, inputs);
   inputs.forEach((x, i) => {
     const shape = Array.isArray(x) && x.every((d) => Number.isSafeInteger(d) && d >= 0);
     if (!(x instanceof Tensor) && !shape) throw typeError('a Tensor or a shape (array of integers)', `${name}[${i}]`, x);
+    if (shape) {
+      const n = (x as number[]).reduce((a, b) => a * b, 1);
+      if (n > MAX_SAMPLE_ELEMENTS) {
+        throw rangeError(`a shape of at most ${MAX_SAMPLE_ELEMENTS} elements (give a Tensor for a larger sample)`, `${name}[${i}]`,
+          `[${(x as number[]).join(', ')}] (${n} elements)`);
+      }
+    }
   });
   return inputs as SampleInput[];
 }
@@ -158,12 +173,13 @@ export function checkFuseOptions(options: unknown): FuseOptions {
     checkInputs(b.inputs, 'options.benchmark.inputs');
     checkNumber(b.iterations, 'options.benchmark.iterations', 1, true);
     checkNumber(b.warmup, 'options.benchmark.warmup', 0, true);
+    checkNumber(b.seed, 'options.benchmark.seed', 0, true);
   }
   return o;
 }
 
-/** Seeded normal samples (mulberry32 + Box-Muller): the same input on every run. */
-export function seededNormal(n: number, seed = 0): Float32Array {
+/** Fills out[from, to) with the next seeded normal values (mulberry32 + Box-Muller). */
+function normalFiller(seed: number): (out: Float32Array, from: number, to: number) => void {
   let s = seed >>> 0;
   const uniform = () => {
     s = (s + 0x6d2b79f5) >>> 0;
@@ -171,14 +187,42 @@ export function seededNormal(n: number, seed = 0): Float32Array {
     t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
     return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
   };
+  return (out, from, to) => {
+    for (let i = from; i < to; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  };
+}
+
+/** Seeded normal samples (mulberry32 + Box-Muller): the same input on every run. */
+export function seededNormal(n: number, seed = 0): Float32Array {
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  normalFiller(seed)(out, 0, n);
+  return out;
+}
+
+/** The same values as seededNormal, made in slices of about 2 ms with the event loop free between them. */
+export async function seededNormalAsync(n: number, seed = 0, slice = 1 << 16): Promise<Float32Array> {
+  const out = new Float32Array(n);
+  const fill = normalFiller(seed);
+  for (let i = 0; i < n; i += slice) {
+    fill(out, i, Math.min(n, i + slice));
+    if (i + slice < n) await new Promise((resolve) => setImmediate(resolve));
+  }
   return out;
 }
 
 export function materialize(inputs: SampleInput[], seed = 0): Tensor[] {
   return inputs.map((x, i) => (x instanceof Tensor ? x
     : Tensor.from(seededNormal(x.reduce((a, b) => a * b, 1), seed + i), x)));
+}
+
+/** materialize() without stalling the event loop on large shapes (fuse and toHalf run while other work goes on). */
+export async function materializeAsync(inputs: SampleInput[], seed = 0): Promise<Tensor[]> {
+  const out: Tensor[] = [];
+  for (let i = 0; i < inputs.length; i++) {
+    const x = inputs[i];
+    out.push(x instanceof Tensor ? x : Tensor.from(await seededNormalAsync(x.reduce((a, b) => a * b, 1), seed + i), x));
+  }
+  return out;
 }
 
 function tensorsOf(v: TorchValue, out: Tensor[] = []): Tensor[] {

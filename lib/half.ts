@@ -1,7 +1,6 @@
 /** Options of ScriptModule.toHalf(). */
 import { rangeError, typeError } from './errors';
-import type { SampleInput } from './fuse';
-import { Tensor } from './tensor';
+import { checkInputs, SampleInput } from './fuse';
 import { expectKnownKeys, expectOptions } from './validate';
 
 export interface HalfOptions {
@@ -33,9 +32,9 @@ export function checkHalfOptions(options: unknown): HalfOptions {
   if (o.validate !== undefined) {
     const v = expectOptions<NonNullable<HalfOptions['validate']>>(o.validate, 'options.validate');
     expectKnownKeys(v, ['inputs', 'atol', 'rtol', 'seed'], 'options.validate');
-    if (!Array.isArray(v.inputs) || v.inputs.length === 0 ||
-        !v.inputs.every((x) => x instanceof Tensor || (Array.isArray(x) && x.every((d) => Number.isSafeInteger(d) && d >= 0)))) {
-      throw typeError('a non-empty array of Tensors or shapes', 'options.validate.inputs', v.inputs);
+    checkInputs(v.inputs, 'options.validate.inputs');
+    if (v.seed !== undefined && (typeof v.seed !== 'number' || !Number.isSafeInteger(v.seed) || v.seed < 0)) {
+      throw rangeError('an integer >= 0', 'options.validate.seed', v.seed);
     }
     for (const k of ['atol', 'rtol'] as const) {
       if (v[k] !== undefined && (typeof v[k] !== 'number' || !(v[k]! >= 0))) throw rangeError('a number >= 0', `options.validate.${k}`, v[k]);

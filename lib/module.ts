@@ -13,7 +13,7 @@ import { DEFAULT_ISOLATE_TIMEOUT_MS, IsolateOptions, probeInChild } from './isol
 import { Tensor } from './tensor';
 import { expectKnownKeys, expectOptions, expectString, parseDevice } from './validate';
 import { fromNative, toNative, TorchValue } from './values';
-import { benchmark, checkFuseOptions, compareOutputs, finishReport, FuseOptions, latencyStats, materialize,
+import { benchmark, checkFuseOptions, compareOutputs, finishReport, FuseOptions, latencyStats, materializeAsync,
   NativeFuseResult, OptimizeOptions, pairedRatio, Runner, timeRounds } from './fuse';
 import { CandidateReport, FuseReport, HalfReport, InspectReport, OptimizeReport, ValidationReport } from './report';
 import { checkHalfOptions, HalfOptions } from './half';
@@ -101,6 +101,18 @@ export interface LoadOptions {
 }
 
 let handleOf: (m: ScriptModule) => NativeModule;
+
+/**
+ * forward() on a native handle taken when a call started. fuse() and toHalf()
+ * run the module for validation, benchmark and optimize through this, not
+ * through the public forward(): that one checks the disposed flag, so a
+ * dispose() while they are in flight would cut them short. The handle stays
+ * alive until the tracked call settles (dispose() waits for it).
+ */
+function forwardOn(handle: NativeModule): Runner {
+  const tensorCtor = native().NativeTensor;
+  return async (xs) => fromNative(await handle.run('forward', xs.map((x, i) => toNative(x, `inputs[${i}]`))), tensorCtor);
+}
 
 /** @internal The native handle behind a module (benchmarks); ERR_DISPOSED once disposed. Not exported from the package. */
 export function nativeHandle(m: ScriptModule): NativeModule { return handleOf(m); }
@@ -190,7 +202,7 @@ export class ScriptModule {
    */
   fuse(options?: FuseOptions): Promise<{ module: ScriptModule; report: FuseReport }> {
     const o = checkFuseOptions(options);
-    if (o.dryRun) throw new TypeError('Use inspect() for a dry run: fuse() always returns a module');
+    if (o.dryRun) throw typeError('no dryRun: fuse() always returns a module; use inspect() for a dry run', 'options.dryRun', o.dryRun);
     return this.#track((m) => runFuse(this, m, o)) as Promise<{ module: ScriptModule; report: FuseReport }>;
   }
 
@@ -232,9 +244,9 @@ export class ScriptModule {
       const module = new ScriptModule(r.module);
       const report: HalfReport = r.report;
       if (o.validate) {
-        const inputs = materialize(o.validate.inputs, o.validate.seed ?? 0);
         try {
-          report.validation = await compareOutputs((xs) => this.forward(...xs), (xs) => module.forward(...xs), inputs,
+          const inputs = await materializeAsync(o.validate.inputs, o.validate.seed ?? 0);
+          report.validation = await compareOutputs(forwardOn(m), (xs) => module.forward(...xs), inputs,
             o.validate.atol ?? 1e-2, o.validate.rtol ?? 1e-2);
         } catch (e) {
           await module.dispose();
@@ -310,14 +322,14 @@ const nativeOptions = (o: FuseOptions) => ({
  * checks that it keeps every method and survives a save/load round trip,
  * times them interleaved on the same inputs and keeps the fastest.
  */
-async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOptions):
+async function optimizeStep(self: ScriptModule, handle: NativeModule, fused: ScriptModule, o: FuseOptions):
   Promise<{ module: ScriptModule; report: OptimizeReport }> {
   const opt: OptimizeOptions = typeof o.optimize === 'object' ? o.optimize : {};
   const sample = opt.inputs ?? o.benchmark?.inputs ?? o.validate!.inputs;
-  const inputs = materialize(sample, opt.seed ?? o.benchmark?.seed ?? 0);
+  const inputs = await materializeAsync(sample, opt.seed ?? o.benchmark?.seed ?? 0);
   const atol = opt.atol ?? o.validate?.atol ?? 1e-4, rtol = opt.rtol ?? o.validate?.rtol ?? 1e-3;
   const requireSaveable = opt.requireSaveable ?? true;
-  const original: Runner = (xs) => self.forward(...xs);
+  const original: Runner = forwardOn(handle);
   const entries: Entry[] = [
     { report: { name: 'input', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: null, run: original },
     { report: { name: 'fused', eligible: true, saveable: true, methodsKept: true, buildMs: 0 }, module: fused,
@@ -325,7 +337,7 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
   ];
   const fusedHandle = nativeHandle(fused);
   try {
-    return await chooseCandidate(self, fused, fusedHandle, o, opt, entries, inputs, atol, rtol, requireSaveable);
+    return await chooseCandidate(self, handle, fused, fusedHandle, o, opt, entries, inputs, atol, rtol, requireSaveable);
   } catch (e) {
     for (const x of entries) if (x.module && x.module !== fused) await x.module.dispose();
     throw e;
@@ -334,7 +346,7 @@ async function optimizeStep(self: ScriptModule, fused: ScriptModule, o: FuseOpti
 
 type Entry = { report: CandidateReport; module: ScriptModule | null; run: Runner };
 
-async function chooseCandidate(self: ScriptModule, fused: ScriptModule, fusedHandle: NativeModule, o: FuseOptions,
+async function chooseCandidate(self: ScriptModule, handle: NativeModule, fused: ScriptModule, fusedHandle: NativeModule, o: FuseOptions,
   opt: OptimizeOptions, entries: Entry[], inputs: Tensor[], atol: number, rtol: number, requireSaveable: boolean):
   Promise<{ module: ScriptModule; report: OptimizeReport }> {
   const original = entries[0].run;
@@ -357,7 +369,7 @@ async function chooseCandidate(self: ScriptModule, fused: ScriptModule, fusedHan
   // constants, and it avoids libtorch's reference-BLAS path for 1x1
   // convolutions at small batch with one thread.
   const frozen = entries.find((e) => e.report.name === 'frozen')?.module;
-  if (frozen && self.device === 'cpu') {
+  if (frozen && handle.device() === 'cpu') {
     signal?.throwIfAborted();
     const report: CandidateReport = { name: 'frozen+onednn', eligible: false, saveable: false, methodsKept: false, buildMs: 0 };
     try {
@@ -411,7 +423,7 @@ async function chooseCandidate(self: ScriptModule, fused: ScriptModule, fusedHan
   const best = timed.filter((e) => e.report.eligible)
     .reduce((a, b) => (b.report.speedup! > a.report.speedup! ? b : a));
   let module = best.module;
-  if (best.report.name === 'input') module = await self.clone();
+  if (best.report.name === 'input') module = new ScriptModule(await handle.clone());
   for (const e of entries) {
     if (e !== best && e.module && e.module !== fused) await e.module.dispose();
   }
@@ -459,12 +471,12 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
   holder: { fused: ScriptModule }): Promise<{ module: ScriptModule; report: FuseReport }> {
   let result = first;
   let fused = holder.fused;
-  const original: Runner = (xs) => self.forward(...xs);
+  const original: Runner = forwardOn(handle);
   let validation: ValidationReport | undefined;
   const t0 = performance.now();
   if (o.validate) {
     const v = o.validate;
-    const inputs = materialize(v.inputs, v.seed ?? 0);
+    const inputs = await materializeAsync(v.inputs, v.seed ?? 0);
     const [atol, rtol] = [v.atol ?? 1e-4, v.rtol ?? 1e-3];
     validation = await compareOutputs(original, (xs) => fused.forward(...xs), inputs, atol, rtol);
     if (!validation.passed && v.onFailure === 'throw') {
@@ -485,7 +497,7 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
   const t2 = performance.now();
   let optimized: OptimizeReport | undefined;
   if (o.optimize) {
-    const r = await optimizeStep(self, fused, o);
+    const r = await optimizeStep(self, handle, fused, o);
     fused = holder.fused = r.module;
     optimized = r.report;
   }
@@ -493,7 +505,7 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
   const t1 = performance.now();
   const final = fused;
   const bench = o.benchmark ? await benchmark(original, (xs) => final.forward(...xs),
-    materialize(o.benchmark.inputs, o.benchmark.seed ?? 0), o.benchmark.iterations ?? 20, o.benchmark.warmup ?? 3,
+    await materializeAsync(o.benchmark.inputs, o.benchmark.seed ?? 0), o.benchmark.iterations ?? 20, o.benchmark.warmup ?? 3,
     o.signal) : undefined;
   const report = finishReport(result.report, { validate: o.validate ? validateMs : 0,
     benchmark: o.benchmark ? performance.now() - t1 : 0, optimize: optimizeMs });

@@ -50,6 +50,10 @@ function checkShape(shape: unknown, length: number): number[] {
   if (product !== length) {
     throw rangeError(`a shape with ${length} elements`, 'shape', `[${shape.join(', ')}] (${product} elements)`);
   }
+  // With a 0 among them the product is 0, but libtorch still multiplies the sizes in int64.
+  if (shape.reduce((a: number, d: number) => (d === 0 ? a : a * d), 1) > Number.MAX_SAFE_INTEGER) {
+    throw rangeError('sizes whose product (zeros aside) is at most 2^53 - 1', 'shape', `[${shape.join(', ')}]`);
+  }
   return shape.slice();
 }
 

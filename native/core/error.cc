@@ -22,13 +22,30 @@ const char* code_name(ErrorCode code) {
   return "ERR_TORCH";
 }
 
-std::string torch_message(const c10::Error& error) {
-  std::string msg = error.what_without_backtrace();
+namespace {
+
+std::string tidy(std::string msg) {
   const auto pos = msg.find("  (Could this error message be improved?");
   if (pos != std::string::npos) msg.erase(pos);
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  // An error inside a TorchScript method comes as a TorchScript traceback whose
+  // last line is the reason: put that line first, then the traceback.
+  const std::string traceback = "The following operation failed in the TorchScript interpreter.";
+  if (msg.compare(0, traceback.size(), traceback) == 0) {
+    const auto nl = msg.find_last_of('\n');
+    if (nl != std::string::npos && nl + 1 < msg.size()) {
+      std::string reason = msg.substr(nl + 1);
+      const std::string runtime = "RuntimeError: ";
+      if (reason.compare(0, runtime.size(), runtime) == 0) reason.erase(0, runtime.size());
+      msg = reason + "\n\n" + msg;
+    }
+  }
   return msg;
 }
+
+}  // namespace
+
+std::string torch_message(const c10::Error& error) { return tidy(error.what_without_backtrace()); }
 
 Error describe_current_exception() {
   try {
@@ -40,8 +57,8 @@ Error describe_current_exception() {
     return Error(ErrorCode::Torch, torch_message(e));
   } catch (const std::bad_alloc&) {
     return Error(ErrorCode::Torch, "out of memory");
-  } catch (const std::exception& e) {
-    return Error(ErrorCode::Torch, e.what());
+  } catch (const std::exception& e) {  // torch::jit::JITException from a method, among others
+    return Error(ErrorCode::Torch, tidy(e.what()));
   } catch (...) {
     return Error(ErrorCode::Torch, "unknown C++ exception");
   }
