@@ -176,14 +176,22 @@ async function run(ctx) {
   const { results, crashes } = await tryFiles(files, { dist: ctx.dist });
   const loaded = [...results.entries()].filter(([, r]) => r.load === 'ok').map(([f]) => f);
   const unexpected = [...results.entries()].filter(([, r]) => r.load && r.load !== 'ok' && !LOAD_CODES.has(r.load));
-  const ours = crashes.filter((c) => c.stage !== 'load');
+  // A death after a load is the file's own only if it repeats with the file alone in a
+  // fresh process; otherwise libtorch damaged its heap on an earlier file (collateral).
+  const ours = [];
+  let collateral = 0;
+  for (const c of crashes.filter((x) => x.stage !== 'load')) {
+    let own = false;
+    for (let i = 0; i < 3 && !own; i++) own = (await tryFiles([c.file], { dist: ctx.dist })).crashes.length > 0;
+    if (own) ours.push(c); else collateral++;
+  }
   rows.push(row({
     scenario: 'bad files, plain load()', load: `${files.length} files, one process`, badInputs: files.length,
     crashes: crashes.length,
     ok: ours.length === 0 && unexpected.length === 0,
     notes: `${loaded.length} loaded, ${files.length - loaded.length - crashes.length} refused with a code; ` +
       `${crashes.length} killed libtorch while loading (${crashes.map((c) => `${path.basename(c.file)}: ${c.signal}`).join(', ') || 'none'}); ` +
-      `${ours.length} died after a successful load; other codes: ${unexpected.map(([f, r]) => `${path.basename(f)} ${r.load}`).join(', ') || 'none'}; ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      `${ours.length} died after a successful load (${collateral} more died later in a process libtorch had already damaged); other codes: ${unexpected.map(([f, r]) => `${path.basename(f)} ${r.load}`).join(', ') || 'none'}; ${((Date.now() - t0) / 1000).toFixed(1)} s`,
   }));
 
   // 2. The files that crashed, again with isolation: the service must survive.
