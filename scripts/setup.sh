@@ -15,6 +15,7 @@ say() { printf 'setup: %s\n' "$*"; }
 missing_packages() {
   local pkgs=()
   command -v g++ >/dev/null 2>&1 || pkgs+=(g++)
+  command -v cc >/dev/null 2>&1 || pkgs+=(gcc)  # test/memory.test.ts builds a tiny probe addon
   command -v make >/dev/null 2>&1 || pkgs+=(make)
   command -v cmake >/dev/null 2>&1 || pkgs+=(cmake)
   if ! node scripts/libtorch.js --check >/dev/null 2>&1; then pkgs+=(libtorch-dev); fi

@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -62,6 +63,29 @@ std::string read_magic(const std::string& path) {
   return std::string(buf, n);
 }
 
+// libtorch 1.13's PyTorchStreamReader leaks its zip reader state (224 bytes
+// in 4 blocks) when its constructor throws after the zip was opened: init()
+// has no cleanup, and a half-built object's destructor never runs. A zip with
+// no version record does that, so every failed load of one leaked. True for
+// such a zip, found from the directory alone; false when there is no readable
+// directory (the reader then fails before it holds anything, and its message
+// is the one passed on).
+bool lacks_version_record(const std::string& path) {
+  std::vector<ZipEntry> entries;
+  try {
+    entries = read_zip_directory(path);
+  } catch (const Error&) {
+    return false;
+  }
+  if (entries.empty()) return true;
+  const size_t slash = entries.front().name.find('/');
+  if (slash == std::string::npos) return true;
+  const std::string prefix = entries.front().name.substr(0, slash + 1);
+  return std::none_of(entries.begin(), entries.end(), [&](const ZipEntry& e) {
+    return e.name == prefix + "version" || e.name == prefix + ".data/version";
+  });
+}
+
 // TorchScript archives are zip files holding <name>/code/ and <name>/constants.pkl;
 // torch.save archives hold data.pkl alone.
 void check_torchscript_archive(const std::string& path) {
@@ -71,6 +95,9 @@ void check_torchscript_archive(const std::string& path) {
     throw Error(ErrorCode::NotTorchScript,
                 path + (pickle ? " is a Python pickle (a legacy torch.save file), not TorchScript. "
                                : " is not a TorchScript file (not a zip archive). ") + kExportHint);
+  }
+  if (lacks_version_record(path)) {
+    throw Error(ErrorCode::NotTorchScript, path + " is a zip archive without TorchScript code. " + kExportHint);
   }
   std::vector<std::string> records;
   try {
