@@ -12,44 +12,17 @@
 //
 // Every expected value is computed from the model or tensor under test (shapes
 // and dtypes), never typed in.
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as v8 from 'v8';
 import * as vm from 'vm';
+import { createRequire } from 'module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { load, ScriptModule, Tensor } from '../lib';
 import type { TensorInfo } from '../lib';
 import { badFile, expectMatches, inputsOf, model } from './helpers/fixtures';
 
-const PROBE_SOURCE = `
-#include <stdint.h>
-#include <stddef.h>
-typedef struct napi_env__* napi_env;
-typedef struct napi_value__* napi_value;
-typedef struct napi_callback_info__* napi_callback_info;
-typedef int napi_status;
-typedef napi_value (*napi_callback)(napi_env, napi_callback_info);
-napi_status napi_adjust_external_memory(napi_env, int64_t, int64_t*);
-napi_status napi_create_double(napi_env, double, napi_value*);
-napi_status napi_create_function(napi_env, const char*, size_t, napi_callback, void*, napi_value*);
-napi_status napi_set_named_property(napi_env, napi_value, const char*, napi_value);
-static napi_value reported(napi_env env, napi_callback_info info) {
-  int64_t total = 0;
-  napi_value out;
-  (void)info;
-  napi_adjust_external_memory(env, 0, &total);
-  napi_create_double(env, (double)total, &out);
-  return out;
-}
-napi_value napi_register_module_v1(napi_env env, napi_value exports) {
-  napi_value f;
-  napi_create_function(env, "reported", (size_t)-1, reported, NULL, &f);
-  napi_set_named_property(env, exports, "reported", f);
-  return exports;
-}
-`;
 
 // Other reporters running during a window are V8 itself (tens of bytes seen)
 // and ArrayBuffers (subtracted). 4 KiB is far below the smallest amount checked
@@ -97,11 +70,11 @@ function expectAbout(actual: number, expected: number, what: string): void {
 
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'torchfold-memprobe-'));
-  fs.writeFileSync(path.join(dir, 'probe.c'), PROBE_SOURCE);
-  // Node's symbols are resolved when the probe is loaded into node.
-  execFileSync('cc', ['-shared', '-fPIC', '-O1', '-o', path.join(dir, 'probe.node'), path.join(dir, 'probe.c')]);
+  const built = (createRequire(__filename)('../scripts/stress/memprobe.js') as { buildProbe(d: string): { file?: string; error?: string } })
+    .buildProbe(dir);
+  if (!built.file) throw new Error(built.error);
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  probe = require(path.join(dir, 'probe.node'));
+  probe = require(built.file);
 });
 
 afterAll(() => {

@@ -18,9 +18,9 @@
 // a-c each run in a child process of their own (this file with --child), so
 // the RSS measured is not that of other scenarios; the child prints one JSON
 // line. Reading V8's counter and glibc's statistics takes a ten-line probe
-// addon compiled here with `cc` (see PROBE_SOURCE); without a compiler those
+// addon compiled here with `cc` (memprobe.c); without a compiler those
 // parts say so and the RSS parts still run.
-const { execFileSync, spawn } = require('child_process');
+const { spawn } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const { row, rss, loopDelay, pct } = require('./common');
@@ -29,67 +29,14 @@ const MODEL = 'resnet18_traced';
 const GROWTH_LIMIT_PCT = 5;
 // Other reporters to V8 during a measured window: V8 itself (tens of bytes)
 // and ArrayBuffers (subtracted). 4 KiB is far below the amounts checked.
+const { buildProbe } = require('./memprobe');
 const ACCOUNTING_TOLERANCE = 4096;
 const ELEMENT_BYTES = {
   float32: 4, float64: 8, float16: 2, bfloat16: 2, int8: 1, int16: 2, int32: 4, int64: 8, uint8: 1, bool: 1,
 };
 const MB = 1024 * 1024;
 
-const PROBE_SOURCE = `
-#include <malloc.h>
-#include <stddef.h>
-#include <stdint.h>
-typedef struct napi_env__* napi_env;
-typedef struct napi_value__* napi_value;
-typedef struct napi_callback_info__* napi_callback_info;
-typedef int napi_status;
-typedef napi_value (*napi_callback)(napi_env, napi_callback_info);
-napi_status napi_adjust_external_memory(napi_env, int64_t, int64_t*);
-napi_status napi_create_double(napi_env, double, napi_value*);
-napi_status napi_create_function(napi_env, const char*, size_t, napi_callback, void*, napi_value*);
-napi_status napi_set_named_property(napi_env, napi_value, const char*, napi_value);
-static napi_value num(napi_env env, double v) { napi_value out; napi_create_double(env, v, &out); return out; }
-/* V8's external-memory counter: napi_adjust_external_memory returns the new total. */
-static napi_value reported(napi_env env, napi_callback_info info) {
-  int64_t total = 0; (void)info;
-  napi_adjust_external_memory(env, 0, &total);
-  return num(env, (double)total);
-}
-/* Bytes glibc has handed out and not had back (all arenas, plus mmapped chunks). */
-static napi_value inuse(napi_env env, napi_callback_info info) {
-  struct mallinfo2 mi = mallinfo2(); (void)info;
-  return num(env, (double)mi.uordblks + (double)mi.hblkhd);
-}
-/* Free bytes glibc keeps in its arenas. */
-static napi_value heldfree(napi_env env, napi_callback_info info) {
-  struct mallinfo2 mi = mallinfo2(); (void)info;
-  return num(env, (double)mi.fordblks);
-}
-static napi_value trim(napi_env env, napi_callback_info info) { (void)info; return num(env, malloc_trim(0)); }
-/* mallopt(M_MMAP_THRESHOLD, 1 MiB): pins glibc's threshold (it is dynamic until set). */
-static napi_value pin(napi_env env, napi_callback_info info) { (void)info; return num(env, mallopt(M_MMAP_THRESHOLD, 1 << 20)); }
-static void def(napi_env env, napi_value exports, const char* name, napi_callback cb) {
-  napi_value f; napi_create_function(env, name, (size_t)-1, cb, NULL, &f); napi_set_named_property(env, exports, name, f);
-}
-napi_value napi_register_module_v1(napi_env env, napi_value exports) {
-  def(env, exports, "reported", reported); def(env, exports, "inuse", inuse);
-  def(env, exports, "heldfree", heldfree); def(env, exports, "trim", trim); def(env, exports, "pinMmapThreshold", pin);
-  return exports;
-}
-`;
 
-/** Compiles the probe addon into `dir`; { file } or { error }. */
-function buildProbe(dir) {
-  const src = path.join(dir, 'memprobe.c');
-  const file = path.join(dir, 'memprobe.node');
-  try {
-    fs.writeFileSync(src, PROBE_SOURCE);
-    execFileSync('cc', ['-shared', '-fPIC', '-O1', '-o', file, src], { stdio: 'pipe' });
-    return { file };
-  } catch (e) {
-    return { error: `probe addon not built (cc failed: ${String(e.message).split('\n')[0]})` };
-  }
-}
 
 // ---------------------------------------------------------------- fixtures
 
