@@ -113,41 +113,16 @@ describe('one module under load', () => {
   });
 });
 
-// One worker: load the addon and the model, fuse, run forwards on both modules at once.
-const WORKER = `
-const { parentPort, workerData: d } = require('worker_threads');
-const fs = require('fs');
-const read = (f) => { const b = fs.readFileSync(f); return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
-(async () => {
-  const tf = require(d.dist);
-  const expected = read(d.output);
-  const x = tf.Tensor.from(read(d.input), d.shape);
-  const m = await tf.load(d.model);
-  const fusing = m.fuse();
-  const plain = [];
-  for (let i = 0; i < 20; i++) plain.push(m.forward(x));
-  parentPort.postMessage({ stage: 'busy' });
-  const { module: fused } = await fusing;
-  const folded = [];
-  for (let i = 0; i < 20; i++) folded.push(fused.forward(x));
-  const worst = (outs) => Math.max(...outs.map((y) => {
-    const a = y.toTypedArray();
-    return a.length !== expected.length ? Infinity : Math.max(...Array.from(a, (v, i) => Math.abs(v - expected[i])));
-  }));
-  const result = { stage: 'done', plain: worst(await Promise.all(plain)), fused: worst(await Promise.all(folded)) };
-  await fused.dispose();
-  await m.dispose();
-  parentPort.postMessage(result);
-})().catch((e) => parentPort.postMessage({ stage: 'error', code: e.code, message: e.message }));
-`;
+// One worker (scripts/stress/fuse-worker.js): load, fuse, 20 forwards on each module at once.
+const WORKER = path.join(ROOT, 'scripts', 'stress', 'fuse-worker.js');
 
 interface Started { worker: Worker; busy: Promise<void>; done: Promise<{ plain?: number; fused?: number; error?: string }>; exit: Promise<number> }
 
 function start(): Started {
   const input = (c.inputs[0] as { __tensor__: { file: string; shape: number[] } }).__tensor__;
   const output = (c.output as { __tensor__: { file: string } }).__tensor__;
-  const worker = new Worker(WORKER, { eval: true, workerData: {
-    dist: path.join(ROOT, 'dist', 'index.js'), model: f.path, shape: input.shape,
+  const worker = new Worker(WORKER, { workerData: {
+    dist: path.join(ROOT, 'dist', 'index.js'), model: f.path, shape: input.shape, forwards: 20,
     input: path.join(FIXTURES, input.file), output: path.join(FIXTURES, output.file) } });
   let onBusy!: () => void;
   const busy = new Promise<void>((resolve) => { onBusy = resolve; });

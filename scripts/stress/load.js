@@ -405,50 +405,20 @@ async function scenarioConcurrent(ctx) {
 
 const WORKER_MODELS = ['convbn_scripted', 'convbn_traced', 'resnet18_traced', 'mobilenet_v2_traced'];
 
-// Each worker: load the addon and a model, fuse it, run forwards on the model
-// and on the fused module at once, check them against PyTorch's output, exit.
-const WORKER_SOURCE = `
-const { parentPort, workerData: d } = require('worker_threads');
-const fs = require('fs');
-const read = (f) => { const b = fs.readFileSync(f); return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
-(async () => {
-  const tf = require(d.dist);
-  const expected = read(d.output);
-  const x = tf.Tensor.from(read(d.input), d.shape);
-  const m = await tf.load(d.model);
-  parentPort.postMessage({ stage: 'loaded' });
-  const fusing = m.fuse();
-  const runs = [];
-  for (let i = 0; i < d.forwards; i++) runs.push(m.forward(x));
-  parentPort.postMessage({ stage: 'busy' });
-  const { module: fused, report } = await fusing;
-  for (let i = 0; i < d.forwards; i++) runs.push(fused.forward(x));
-  const outs = await Promise.all(runs);
-  let worst = 0;
-  for (const y of outs) {
-    const a = y.toTypedArray();
-    y.dispose();
-    if (a.length !== expected.length) { worst = Infinity; continue; }
-    for (let i = 0; i < a.length; i++) { const e = Math.abs(a[i] - expected[i]); if (!(e <= worst)) worst = e; }
-  }
-  await fused.dispose();
-  await m.dispose();
-  x.dispose();
-  parentPort.postMessage({ stage: 'done', worst, forwards: outs.length, folded: report.folded });
-})().catch((e) => parentPort.postMessage({ stage: 'error', code: e.code, message: String(e.message).slice(0, 300) }));
-`;
+// Each worker runs scripts/stress/fuse-worker.js.
+const WORKER_FILE = path.join(__dirname, 'fuse-worker.js');
 
 /** Starts a worker on fixture `f`; `events` resolves on each stage and on exit. */
 function startWorker(args, f, forwards) {
   const { Worker } = require('worker_threads');
-  const w = new Worker(WORKER_SOURCE, { eval: true, workerData: {
+  const w = new Worker(WORKER_FILE, { workerData: {
     dist: args.dist, model: f.model, input: f.input, output: f.output, shape: f.shape, forwards } });
   const state = { stage: 'starting', result: null, error: null, exitCode: null };
   const waiters = [];
   const notify = () => { for (const x of [...waiters]) if (x.test()) { waiters.splice(waiters.indexOf(x), 1); x.resolve(); } };
   w.on('message', (msg) => {
     state.stage = msg.stage;
-    if (msg.stage === 'done') state.result = msg;
+    if (msg.stage === 'done') state.result = { ...msg, worst: Math.max(msg.plain, msg.fused) };
     if (msg.stage === 'error') state.error = `${msg.code}: ${msg.message}`;
     notify();
   });
