@@ -199,6 +199,8 @@ std::vector<ZipEntry> read_zip_directory(const std::string& path) {
   return read_directory(file, path);
 }
 
+namespace {
+
 bool is_tensor_record(const std::string& name) {
   // <archive>/data/<n> or <archive>/constants/<n>: a tensor's bytes.
   const auto slash = name.find_last_of('/');
@@ -210,9 +212,10 @@ bool is_tensor_record(const std::string& name) {
   return dir == "data" || dir == "constants";
 }
 
-std::vector<std::string> verify_archive(const std::string& path, bool tensors) {
+}  // namespace
+
+std::vector<std::string> verify_archive(const std::string& path, const std::vector<ZipEntry>& entries, bool tensors) {
   File file(path);
-  const auto entries = read_directory(file, path);
   std::vector<std::string> problems;
   size_t extra = 0;
   auto note = [&](const std::string& line) {

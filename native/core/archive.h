@@ -37,8 +37,8 @@ std::vector<ZipEntry> read_zip_directory(const std::string& path);
 // directory says 5e6f7081"); empty when the archive is intact. Without
 // `tensors`, the tensor records (data/N, constants/N: nearly all the bytes) are
 // skipped and only code, pickles and metadata are checked, which is cheap.
-std::vector<std::string> verify_archive(const std::string& path, bool tensors = true);
-bool is_tensor_record(const std::string& name);
+// `entries` is the directory read_zip_directory() gave.
+std::vector<std::string> verify_archive(const std::string& path, const std::vector<ZipEntry>& entries, bool tensors);
 
 // A file reader for torch::jit::load that notes which buffer each stored
 // record was read into, and how many bytes that was.

@@ -70,13 +70,7 @@ std::string read_magic(const std::string& path) {
 // such a zip, found from the directory alone; false when there is no readable
 // directory (the reader then fails before it holds anything, and its message
 // is the one passed on).
-bool lacks_version_record(const std::string& path) {
-  std::vector<ZipEntry> entries;
-  try {
-    entries = read_zip_directory(path);
-  } catch (const Error&) {
-    return false;
-  }
+bool lacks_version_record(const std::vector<ZipEntry>& entries) {
   if (entries.empty()) return true;
   const size_t slash = entries.front().name.find('/');
   if (slash == std::string::npos) return true;
@@ -87,8 +81,9 @@ bool lacks_version_record(const std::string& path) {
 }
 
 // TorchScript archives are zip files holding <name>/code/ and <name>/constants.pkl;
-// torch.save archives hold data.pkl alone.
-void check_torchscript_archive(const std::string& path) {
+// torch.save archives hold data.pkl alone. Returns the zip directory, read once
+// here for the checks that follow.
+std::vector<ZipEntry> check_torchscript_archive(const std::string& path) {
   const std::string magic = read_magic(path);
   if (magic.size() < 4 || magic.compare(0, 4, "PK\x03\x04") != 0) {
     const bool pickle = !magic.empty() && static_cast<unsigned char>(magic[0]) == 0x80;
@@ -96,7 +91,14 @@ void check_torchscript_archive(const std::string& path) {
                 path + (pickle ? " is a Python pickle (a legacy torch.save file), not TorchScript. "
                                : " is not a TorchScript file (not a zip archive). ") + kExportHint);
   }
-  if (lacks_version_record(path)) {
+  std::vector<ZipEntry> entries;
+  bool readable = true;
+  try {
+    entries = read_zip_directory(path);
+  } catch (const Error&) {
+    readable = false;  // the reader below fails too, and its message is passed on
+  }
+  if (readable && lacks_version_record(entries)) {
     throw Error(ErrorCode::NotTorchScript, path + " is a zip archive without TorchScript code. " + kExportHint);
   }
   std::vector<std::string> records;
@@ -125,7 +127,7 @@ void check_torchscript_archive(const std::string& path) {
     if (r == "constants.pkl") has_constants = true;
     if (r == "data.pkl") has_data = true;
   }
-  if (has_code && has_constants) return;
+  if (has_code && has_constants) return entries;
   if (has_data) {
     throw Error(ErrorCode::NotTorchScript,
                 path + " was saved with torch.save (a state_dict or pickled object), not as "
@@ -277,27 +279,25 @@ torch::jit::Module load_checked(const std::string& path, const c10::Device& devi
 
 std::vector<std::string> verify_file(const std::string& path) {
   check_readable_file(path);
-  check_torchscript_archive(path);
-  return verify_archive(path);
+  return verify_archive(path, check_torchscript_archive(path), true);
 }
 
 ModulePtr load_module(const std::string& path, const std::string& device_name_in, bool verify) {
   const c10::Device device = parse_device(device_name_in);
   apply_thread_settings();
   check_readable_file(path);
-  check_torchscript_archive(path);
+  const auto entries = check_torchscript_archive(path);
   // Code and pickles are always checked (they are small): libtorch compiles
   // whatever a damaged deflate stream inflates to, and its error report can
   // then abort the process while pointing into garbage. Tensor bytes only
   // with `verify`.
-  const auto problems = verify_archive(path, verify);
+  const auto problems = verify_archive(path, entries, verify);
   if (!problems.empty()) {
     std::string lines;
     for (const auto& p : problems) lines += "\n  " + p;
     throw Error(ErrorCode::FileCorrupt, path + " is damaged: its contents do not match the archive's "
                 "checksums, so it was not loaded. Copy it again from a good source." + lines);
   }
-  const auto entries = read_zip_directory(path);
   // On another device, libtorch copies each tensor there while reading the
   // file, before the sizes could be checked: check a CPU load first.
   if (device.is_cpu()) return std::make_shared<torch::jit::Module>(load_checked(path, device, entries));
