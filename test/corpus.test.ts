@@ -194,3 +194,23 @@ describe('integrity check (CRC-32)', () => {
   });
 });
 
+
+describe('file and setup errors of the new entry points', () => {
+  it('verifyFile gives load()\'s codes for a missing file, a folder and a pickle', async () => {
+    const code = (p: string) => verifyFile(p).then(() => 'ok', (e: TorchfoldError) => e.code);
+    expect(await code(path.join(DIR, 'base', 'does-not-exist.pt'))).toBe('ERR_FILE_NOT_FOUND');
+    expect(await code(path.join(DIR, 'base', 'folder.pt'))).toBe('ERR_NOT_A_FILE');
+    expect(await code(path.join(DIR, 'base', 'pickle.pt'))).toBe('ERR_NOT_TORCHSCRIPT');
+  });
+
+  it('isolate reports a child that cannot load the addon with that error, not as a damaged file', () => {
+    // The parent has its addon; the child it starts is pointed at one that does not exist.
+    const script = `
+      const tf = require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))});
+      tf.getNumThreads();
+      process.env.TORCHFOLD_ADDON = '/nonexistent/torchfold.node';
+      tf.load(process.argv[1], { isolate: true }).then(() => console.log('loaded'), (e) => console.log(e.code));`;
+    const r = spawnSync(process.execPath, ['-e', script, model('convbn_scripted').path], { encoding: 'utf8' });
+    expect(r.stdout.trim(), r.stderr).toBe('ERR_NATIVE_LOAD');
+  });
+});
