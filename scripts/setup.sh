@@ -66,11 +66,12 @@ build_addon() {
 }
 
 build_ts() {
-  if [ -f dist/index.js ] && [ -z "$(find lib tsconfig.json -newer dist/index.js -print -quit)" ]; then
+  if [ -f dist/index.mjs ] && [ -z "$(find lib tsconfig.json scripts/build-esm.js -newer dist/index.mjs -print -quit)" ]; then
     return 0
   fi
   say "compiling TypeScript"
   npx --no-install tsc -p tsconfig.json
+  node scripts/build-esm.js  # dist/index.mjs, the ES module entry
   chmod +x dist/cli/main.js  # the `torchfold` bin (npx torchfold)
 }
 
