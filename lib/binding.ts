@@ -4,6 +4,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { explainLoadFailure, LoadAttempt, loadAddon } from './addon-load';
 import { TorchfoldError } from './errors';
 
 export type NativeValue =
@@ -18,10 +19,15 @@ export type NativeValue =
   | Map<unknown, NativeValue>
   | { [key: string]: NativeValue };
 
+/** A parameter or buffer of a module, described without its data (`parameters()`, `buffers()`). */
 export interface TensorInfo {
+  /** Dotted name, e.g. `'layer1.0.bn1.running_mean'`. */
   name: string;
+  /** The sizes of each dimension. */
   shape: number[];
+  /** The element type, e.g. `'float32'`. */
   dtype: string;
+  /** Where it lives: `'cpu'` or `'cuda:N'`. */
   device: string;
 }
 
@@ -89,7 +95,7 @@ export function packageRoot(): string {
     const pkg = path.join(dir, 'package.json');
     if (fs.existsSync(pkg)) {
       try {
-        if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'torchfold') return dir;
+        if ((JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'torchfold') return dir;
       } catch {
         /* unreadable package.json: keep looking */
       }
@@ -100,47 +106,25 @@ export function packageRoot(): string {
   }
 }
 
-function loadFailure(cause: unknown, tried: string): TorchfoldError {
-  const message = cause instanceof Error ? cause.message : String(cause);
-  const hints: string[] = [];
-  if (/cannot open shared object file|Library not loaded/.test(message)) {
-    hints.push('libtorch\'s shared libraries are not on the loader path: install libtorch-dev ' +
-      '(apt-get install -y libtorch-dev) or set LD_LIBRARY_PATH to your libtorch\'s lib folder');
-  }
-  if (/undefined symbol/.test(message)) {
-    hints.push('the addon was built against a different libtorch (ABI mismatch): rebuild with ' +
-      '`npm run build:native` against the libtorch you run with');
-  }
-  if (/No native build was found|Cannot find module/.test(message)) {
-    hints.push('the addon is not built: run `bash scripts/setup.sh` (or `npm run build:native`)');
-  }
-  hints.push('run `node scripts/libtorch.js --check` to see which libtorch the build finds');
-  const err = new TorchfoldError(
-    `torchfold: the native addon could not be loaded (${tried}).\n` +
-    `Cause: ${message.split('\n')[0]}\nPossible solutions:\n${hints.map((h) => `  - ${h}`).join('\n')}`,
-    'ERR_NATIVE_LOAD',
-  );
-  (err as Error & { cause?: unknown }).cause = cause;
-  return err;
-}
-
 function loadBinding(): NativeBinding {
   const root = packageRoot();
-  const override = process.env.TORCHFOLD_ADDON;
-  let binding: NativeBinding;
-  try {
-    if (override) {
-      binding = require(path.resolve(override)) as NativeBinding;
-    } else {
-      // node-gyp-build prefers build/Release and falls back to prebuilds/.
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      binding = require('node-gyp-build')(root) as NativeBinding;
-    }
-  } catch (e) {
-    throw loadFailure(e, override ? `TORCHFOLD_ADDON=${override}` : `from ${root}`);
+  const result = loadAddon<NativeBinding>(root);
+  if ('attempts' in result) {
+    const err = new TorchfoldError(explainLoadFailure(root, result.attempts), 'ERR_NATIVE_LOAD');
+    (err as Error & { attempts?: LoadAttempt[] }).attempts = result.attempts;
+    throw err;
   }
+  loadedFile = result.file;
+  const binding = result.binding;
   binding.setErrorFactory((message, code) => new TorchfoldError(message, code as TorchfoldError['code']));
   return binding;
+}
+
+let loadedFile: string | undefined;
+
+/** The addon file that was loaded (undefined before the first load). */
+export function addonFile(): string | undefined {
+  return loadedFile;
 }
 
 let cached: NativeBinding | undefined;

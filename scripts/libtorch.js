@@ -11,7 +11,7 @@
 // Never downloads anything.
 //
 // Usage: node scripts/libtorch.js [--json | --field NAME | --gyp-includes | --gyp-libs |
-//                                  --gyp-ldflags | --gyp-defines | --check]
+//                                  --gyp-ldflags | --gyp-defines | --check | --record ADDON]
 
 const fs = require('fs');
 const path = require('path');
@@ -191,6 +191,11 @@ function main(argv) {
   switch (arg) {
     case '--json': process.stdout.write(JSON.stringify(found, null, 2) + '\n'); break;
     case '--check': process.stdout.write(`libtorch ${found.version} (${found.source}) at ${found.root}\n`); break;
+    case '--record': {
+      if (!argv[1]) { process.stderr.write('libtorch.js: --record needs the addon\'s path\n'); process.exit(2); }
+      process.stdout.write(`${writeRecord(path.resolve(argv[1]), found)}\n`);
+      break;
+    }
     case '--field': {
       const v = found[argv[1]];
       process.stdout.write((Array.isArray(v) ? v.join(';') : String(v)) + '\n');
@@ -217,5 +222,47 @@ function defines(found) {
   return d;
 }
 
-module.exports = { locate, failureMessage, defines };
+/** The shared libraries an ELF file names as NEEDED (readelf from binutils), or null when they cannot be read. */
+function neededLibraries(file) {
+  try {
+    const out = execFileSync('readelf', ['-d', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    return [...out.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The record of what an addon needs at run time, written beside it as ADDON.json.
+ * lib/binding.ts reads it to explain a load that failed (which libtorch, which
+ * ABI, CUDA or not). It names libtorch; it never carries it.
+ */
+function addonRecord(addon, found) {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'));
+  return {
+    torchfold: pkg.version,
+    napi: 8,
+    platform: process.platform,
+    arch: process.arch,
+    libtorch: {
+      version: found.version,
+      source: found.source,
+      libDir: found.libDir,
+      cxx11Abi: found.cxx11Abi,
+      cuda: found.cuda,
+    },
+    needed: neededLibraries(addon),
+    builtWith: { node: process.versions.node },
+  };
+}
+
+function writeRecord(addon, found) {
+  const file = `${addon}.json`;
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, JSON.stringify(addonRecord(addon, found), null, 2) + '\n');
+  fs.renameSync(tmp, file);
+  return file;
+}
+
+module.exports = { locate, failureMessage, defines, addonRecord, writeRecord, neededLibraries };
 if (require.main === module) main(process.argv.slice(2));

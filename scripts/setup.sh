@@ -18,12 +18,15 @@ missing_packages() {
   command -v cc >/dev/null 2>&1 || pkgs+=(gcc)  # test/memory.test.ts builds a tiny probe addon
   command -v make >/dev/null 2>&1 || pkgs+=(make)
   command -v cmake >/dev/null 2>&1 || pkgs+=(cmake)
+  command -v clang-format >/dev/null 2>&1 || pkgs+=(clang-format)  # npm run lint checks the C++ layout
   if ! node scripts/libtorch.js --check >/dev/null 2>&1; then pkgs+=(libtorch-dev); fi
   [ -f /usr/include/zlib.h ] || pkgs+=(zlib1g-dev)
   if [ "${TORCHFOLD_NO_FIXTURE_DEPS:-0}" != 1 ] &&
      ! /usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1; then
     pkgs+=(python3-torch python3-torchvision)
   fi
+  # The tests arrange native-load faults by editing a copy of the prebuild's ELF dependencies.
+  if [ "${TORCHFOLD_NO_FIXTURE_DEPS:-0}" != 1 ] && ! command -v patchelf >/dev/null 2>&1; then pkgs+=(patchelf); fi
   echo "${pkgs[@]:-}"
 }
 

@@ -65,11 +65,13 @@ describe('libtorch locator (scripts/libtorch.js)', () => {
   });
 });
 
-describe('the node-gyp build', () => {
-  const gypAddon = path.join(ROOT, 'build-gyp', 'Release', 'torchfold.node');
+describe('the prebuild (prebuildify over binding.gyp)', () => {
+  const prebuilds = path.join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
+  const gypAddon = path.join(prebuilds, fs.readdirSync(prebuilds).find((n) => n.endsWith('.node')) ?? 'missing.node');
 
-  it('build-gyp/Release/torchfold.node exists (npm test builds it)', () => {
+  it('prebuilds/<platform>-<arch>/ holds one N-API addon and its libtorch record (npm test makes them)', () => {
     expect(fs.existsSync(gypAddon)).toBe(true);
+    expect(fs.existsSync(`${gypAddon}.json`)).toBe(true);
   });
 
   it('loads and runs a model with PyTorch\'s result', () => {

@@ -1,0 +1,205 @@
+// When the native part cannot load: each fault is arranged for real in a
+// package folder laid out like an install from the tarball (dist/, the
+// locator, one prebuild and its record, no local build), and the package is
+// loaded in a child process. The faults: no libtorch on the machine (hidden in
+// a private mount namespace), a prebuild for another libtorch version, an ABI
+// mismatch, a CUDA build without the CUDA runtime, and broken candidates.
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { versions } from '../lib';
+import { ROOT, tmpDir } from './helpers/fixtures';
+
+const dir = tmpDir('native-load');
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const tuple = `${process.platform}-${process.arch}`;
+const prebuildDir = path.join(ROOT, 'prebuilds', tuple);
+const prebuildName = fs.readdirSync(prebuildDir).find((n) => n.endsWith('.node'));
+if (!prebuildName) throw new Error(`no prebuild in ${prebuildDir}: npm test makes it (scripts/prebuild.js)`);
+const prebuild = path.join(prebuildDir, prebuildName);
+const found = JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'libtorch.js'), '--json'],
+  { encoding: 'utf8' })) as { version: string; cxx11Abi: number; libDir: string };
+
+interface Record { libtorch: { version: string; cxx11Abi: number | null; cuda: boolean }; needed: string[] }
+
+function patchelf(args: string[]): void {
+  execFileSync('patchelf', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A package folder like `npm install torchfold-*.tgz` leaves, with its prebuild edited by `edit`. */
+function fakeInstall(name: string, edit?: (addon: string, record: Record) => void): { pkg: string; addon: string } {
+  const pkg = path.join(dir, name);
+  fs.mkdirSync(path.join(pkg, 'scripts'), { recursive: true });
+  fs.cpSync(path.join(ROOT, 'dist'), path.join(pkg, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
+  fs.copyFileSync(path.join(ROOT, 'scripts', 'libtorch.js'), path.join(pkg, 'scripts', 'libtorch.js'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(pkg, 'node_modules'));
+  const addon = path.join(pkg, 'prebuilds', tuple, prebuildName!);
+  fs.mkdirSync(path.dirname(addon), { recursive: true });
+  fs.copyFileSync(prebuild, addon);
+  const record = JSON.parse(fs.readFileSync(`${prebuild}.json`, 'utf8')) as Record;
+  edit?.(addon, record);
+  fs.writeFileSync(`${addon}.json`, JSON.stringify(record, null, 2));
+  return { pkg, addon };
+}
+
+interface Outcome { loaded?: string; libtorch?: string; code?: string; message?: string; status: number | null; stderr: string }
+
+/** Loads the package in a fresh process; `wrap` runs it under another command (e.g. unshare). */
+function tryLoad(pkg: string, options: { env?: NodeJS.ProcessEnv; wrap?: string[] } = {}): Outcome {
+  const script = `
+    const b = require(${JSON.stringify(path.join(pkg, 'dist', 'binding.js'))});
+    const tf = require(${JSON.stringify(path.join(pkg, 'dist', 'index.js'))});
+    try { const libtorch = tf.versions.libtorch; console.log(JSON.stringify({ loaded: b.addonFile(), libtorch })); }
+    catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+  const env = { ...process.env, ...options.env };
+  delete env.TORCHFOLD_ADDON;
+  if (options.env?.TORCHFOLD_ADDON) env.TORCHFOLD_ADDON = options.env.TORCHFOLD_ADDON;
+  const [cmd, ...args] = [...(options.wrap ?? []), process.execPath, '-e', script];
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env, timeout: 120_000 });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  let parsed: Partial<Outcome> = {};
+  try { parsed = JSON.parse(line) as Partial<Outcome>; } catch { /* reported below through status/stderr */ }
+  return { ...parsed, status: r.status, stderr: r.stderr };
+}
+
+/** A process that dies while loading would leave no JSON line: every fault must come back as an error. */
+function expectLoadError(r: Outcome): string {
+  expect(r.status, r.stderr).toBe(0);
+  expect(r.code, JSON.stringify(r)).toBe('ERR_NATIVE_LOAD');
+  expect(r.message).toMatch(/^torchfold: the native addon could not be loaded\.\nTried:\n/);
+  expect(r.message).toMatch(/\nPossible solutions:\n {2}- /);
+  return r.message!;
+}
+
+const torchSonames = (record: Record) => record.needed.filter((n) => /^lib(torch|torch_cpu|c10)\.so/.test(n));
+
+/** Hiding libtorch from everything in this process tree needs a private mount namespace (root + unshare). */
+function canHideLibtorch(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root for a private mount namespace';
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'true']);
+  if (r.status !== 0) return `unshare -m is not allowed here (${r.stderr?.toString().trim() || r.error?.message})`;
+  if (!fs.existsSync(path.join(found.libDir, 'libtorch_cpu.so'))) return `libtorch is not in ${found.libDir}`;
+  return null;
+}
+const hideSkip = canHideLibtorch();
+
+describe('loading the native part, with each fault arranged', () => {
+  it('the prebuild alone loads, from a package folder with no local build (the control)', () => {
+    const { pkg, addon } = fakeInstall('control');
+    const r = tryLoad(pkg);
+    expect(r.loaded, JSON.stringify(r)).toBe(addon);
+    expect(r.libtorch).toBe(versions.libtorch);
+  });
+
+  it('the prebuild records the libtorch it needs and does not carry it', () => {
+    const record = JSON.parse(fs.readFileSync(`${prebuild}.json`, 'utf8')) as Record;
+    expect(record.libtorch).toMatchObject({ version: found.version, cxx11Abi: found.cxx11Abi, cuda: versions.cudaBuild });
+    expect(torchSonames(record).length).toBeGreaterThanOrEqual(2);
+    expect(fs.readdirSync(prebuildDir).filter((n) => /libtorch|libc10/.test(n))).toEqual([]);
+    expect(fs.statSync(prebuild).size).toBeLessThan(50 * 2 ** 20);
+    // Stripped (prebuildify --strip): no symbol table, only the dynamic one.
+    expect(execFileSync('readelf', ['-S', prebuild], { encoding: 'utf8' })).not.toMatch(/\.symtab/);
+  });
+
+  it.skipIf(hideSkip !== null)(`no libtorch on the machine: says none was found and how to install one${hideSkip ? ` (skipped: ${hideSkip})` : ''}`, () => {
+    const { pkg, addon } = fakeInstall('no-libtorch');
+    // In a private mount namespace, the library folder is replaced by links to
+    // everything in it except libtorch's libraries: the loader, python3's torch
+    // and the locator all see a machine without libtorch.
+    const ns = path.join(dir, 'ns');
+    fs.mkdirSync(path.join(ns, 'orig'), { recursive: true });
+    fs.mkdirSync(path.join(ns, 'filtered'), { recursive: true });
+    const hide = `
+      set -e
+      mount --bind '${found.libDir}' '${ns}/orig'
+      for f in '${ns}'/orig/* '${ns}'/orig/.[!.]*; do
+        [ -e "$f" ] || continue
+        case "$(basename "$f")" in libtorch*|libc10*|libshm*|libcaffe2*) continue;; esac
+        ln -s "$f" '${ns}/filtered/'"$(basename "$f")"
+      done
+      mount --bind '${ns}/filtered' '${found.libDir}'
+      exec "$@"`;
+    const r = tryLoad(pkg, { wrap: ['unshare', '-m', '--propagation', 'private', 'bash', '-c', hide, 'hide'] });
+    const message = expectLoadError(r);
+    expect(message).toContain(`1. ${path.relative(pkg, addon)} (prebuild; needs libtorch ${found.version}`);
+    expect(message).toMatch(/-> lib(torch|torch_cpu|c10)\.so[.\d]*: cannot open shared object file/);
+    expect(message).toMatch(/libtorch on this machine: none found \(LIBTORCH: LIBTORCH is not set; python3: .*; system: no lib/);
+    expect(message).toContain('apt-get install -y libtorch-dev');
+    expect(message).toContain('set LIBTORCH');
+  });
+
+  it('a prebuild for another libtorch version: names both versions and says to rebuild', () => {
+    const { pkg } = fakeInstall('wrong-version', (addon, record) => {
+      for (const soname of torchSonames(record)) {
+        patchelf(['--replace-needed', soname, soname.replace(/\.so.*$/, '.so.2.5'), addon]);
+      }
+      record.libtorch.version = '2.5.1';
+    });
+    const message = expectLoadError(tryLoad(pkg));
+    expect(message).toMatch(/-> lib(torch|torch_cpu|c10)\.so\.2\.5: cannot open shared object file/);
+    expect(message).toContain(`wrong libtorch version: prebuilds/${tuple}/${prebuildName} needs libtorch 2.5.1, ` +
+      `this machine has ${found.version}`);
+    expect(message).toContain('npm rebuild torchfold --build-from-source');
+  });
+
+  it('an ABI mismatch: the loader names the missing symbol, the message names both ABIs', () => {
+    const otherAbi = found.cxx11Abi === 1 ? 0 : 1;
+    const { pkg } = fakeInstall('abi', (addon, record) => {
+      // The addon asks libtorch for a symbol it does not export, as an addon
+      // built with the other _GLIBCXX_USE_CXX11_ABI does (std::string's
+      // mangled name differs): same length, so only the dynamic string changes.
+      const bytes = fs.readFileSync(addon);
+      const name = Buffer.from('_ZN5torch3jit4load');
+      let at = bytes.indexOf(name);
+      expect(at).toBeGreaterThan(0);
+      for (; at >= 0; at = bytes.indexOf(name, at + 1)) bytes[at + name.length - 1] = 'D'.charCodeAt(0);
+      fs.writeFileSync(addon, bytes);
+      record.libtorch.cxx11Abi = otherAbi;
+    });
+    const message = expectLoadError(tryLoad(pkg));
+    expect(message).toMatch(/-> .*undefined symbol: _ZN5torch3jit4loaD/);
+    expect(message).toContain(`ABI mismatch: prebuilds/${tuple}/${prebuildName} was built with ` +
+      `_GLIBCXX_USE_CXX11_ABI=${otherAbi}, the libtorch here uses ${found.cxx11Abi}`);
+  });
+
+  it('a CUDA build without the CUDA runtime: names the missing library and what to install', () => {
+    const { pkg } = fakeInstall('cuda', (addon, record) => {
+      patchelf(['--add-needed', 'libcudart.so.12', addon]);
+      record.libtorch.cuda = true;
+    });
+    const message = expectLoadError(tryLoad(pkg));
+    expect(message).toMatch(/needs libtorch .*, CUDA\)/);
+    expect(message).toContain('-> libcudart.so.12: cannot open shared object file');
+    expect(message).toContain('was built against a CUDA libtorch and libcudart.so.12 is missing');
+    expect(message).toContain('LD_LIBRARY_PATH');
+  });
+
+  it('a broken local build falls back to the prebuild; when both fail, both are listed in order', () => {
+    const { pkg, addon } = fakeInstall('fallback');
+    const local = path.join(pkg, 'build', 'Release', 'torchfold.node');
+    fs.mkdirSync(path.dirname(local), { recursive: true });
+    fs.writeFileSync(local, 'not an ELF file\n');
+    const ok = tryLoad(pkg);
+    expect(ok.loaded, JSON.stringify(ok)).toBe(addon);
+
+    patchelf(['--add-needed', 'libtorchfold-missing.so.1', addon]);
+    const message = expectLoadError(tryLoad(pkg));
+    expect(message).toContain('1. build/Release/torchfold.node (local build; no record of the libtorch it needs)');
+    expect(message).toMatch(/-> .*(invalid ELF header|file too short)/);
+    expect(message).toContain(`2. prebuilds/${tuple}/${prebuildName} (prebuild; needs libtorch ${found.version}`);
+    expect(message).toContain('-> libtorchfold-missing.so.1: cannot open shared object file');
+  });
+
+  it('TORCHFOLD_ADDON is the only candidate when set', () => {
+    const { pkg } = fakeInstall('override');
+    const missing = path.join(os.tmpdir(), 'torchfold-no-such-addon.node');
+    const message = expectLoadError(tryLoad(pkg, { env: { TORCHFOLD_ADDON: missing } }));
+    expect(message).toContain(`1. ${missing} (TORCHFOLD_ADDON;`);
+    expect(message).not.toContain('2. ');
+    expect(message).toContain(`TORCHFOLD_ADDON=${missing} does not exist`);
+  });
+});
