@@ -22,7 +22,7 @@ interface DemoArgs { model: string; shape: number[]; runs: number; threads?: num
 
 function parseArgs(argv: string[]): DemoArgs {
   const root = packageRoot();
-  const meta = JSON.parse(fs.readFileSync(path.join(root, 'models', 'demo.json'), 'utf8'));
+  const meta = JSON.parse(fs.readFileSync(path.join(root, 'models', 'demo.json'), 'utf8')) as { input: { shape: number[] } };
   const args: DemoArgs = { model: path.join(root, 'models', 'demo.pt'), shape: meta.input.shape, runs: 20 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];

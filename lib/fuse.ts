@@ -15,67 +15,204 @@ import { Tensor } from './tensor';
 import { expectKnownKeys, expectOptions } from './validate';
 import type { TorchValue } from './values';
 
-/** One forward call's inputs: a Tensor, or a shape to fill with seeded normal float32 values. */
+/**
+ * One input of a forward call: a {@link Tensor}, used as it is, or a shape,
+ * filled with seeded standard-normal float32 values (the same values on every
+ * run; the i-th input of a list uses `seed + i`). A shape may hold at most
+ * 2^26 elements; give a Tensor for larger samples.
+ */
 export type SampleInput = Tensor | number[];
 
+/**
+ * `fuse({ validate })`: runs the module before and after on the same inputs and
+ * compares every floating-point output element.
+ */
 export interface ValidateOptions {
+  /** The arguments of one `forward` call. */
   inputs: SampleInput[];
-  /** Absolute tolerance (default 1e-4) and relative tolerance (default 1e-3): |a-b| <= atol + rtol*|b|. */
+  /**
+   * Absolute tolerance: an element passes when |after − before| ≤ atol + rtol·|before|.
+   *
+   * @defaultValue `1e-4`
+   */
   atol?: number;
+  /**
+   * Relative tolerance, as in {@link ValidateOptions.atol}.
+   *
+   * @defaultValue `1e-3`
+   */
   rtol?: number;
-  /** Over the tolerance: 'unfold' the responsible pairs (default), 'throw' ERR_VALIDATION, or just 'report'. */
+  /**
+   * What to do when an output is past the tolerance: `'unfold'` finds the folded
+   * pairs that alone push it past (all of them if none does alone), leaves them
+   * unfolded with a reason and validates again; `'throw'` rejects with
+   * `ERR_VALIDATION`; `'report'` only reports (`validation.passed` is false).
+   *
+   * @defaultValue `'unfold'`
+   */
   onFailure?: 'unfold' | 'throw' | 'report';
+  /**
+   * Seed of the values that fill shape inputs (an integer ≥ 0).
+   *
+   * @defaultValue `0`
+   */
   seed?: number;
 }
 
+/**
+ * `fuse({ benchmark })`: times the module before and after on the same inputs,
+ * interleaved (before, after, before, ...) after a warm-up.
+ */
 export interface BenchmarkOptions {
+  /** The arguments of one `forward` call. */
   inputs: SampleInput[];
+  /**
+   * Timed calls of each module (an integer ≥ 1).
+   *
+   * @defaultValue `20`
+   */
   iterations?: number;
+  /**
+   * Untimed calls of each module first (an integer ≥ 0).
+   *
+   * @defaultValue `3`
+   */
   warmup?: number;
+  /**
+   * Seed of the values that fill shape inputs (an integer ≥ 0).
+   *
+   * @defaultValue `0`
+   */
   seed?: number;
 }
 
+/**
+ * `fuse({ optimize })`: tries the input module, the fused module, frozen,
+ * frozen + optimize_for_inference and (on the CPU) frozen + oneDNN; validates
+ * each against the input module, checks that it keeps every method and
+ * survives a save/load round trip, times them interleaved and keeps the
+ * fastest eligible one. See {@link OptimizeReport}.
+ */
 export interface OptimizeOptions {
-  /** Sample inputs for forward (default: benchmark.inputs, else validate.inputs). */
+  /**
+   * The arguments of one `forward` call, for validating and timing the candidates.
+   * One of this, `benchmark.inputs` or `validate.inputs` must be given.
+   *
+   * @defaultValue `benchmark.inputs`, else `validate.inputs`
+   */
   inputs?: SampleInput[];
-  /** Timed rounds (each runs every candidate once, interleaved); default 20. */
+  /**
+   * Timed rounds; each runs every candidate once, interleaved (an integer ≥ 1).
+   *
+   * @defaultValue `20`
+   */
   iterations?: number;
+  /**
+   * Untimed rounds first (an integer ≥ 0).
+   *
+   * @defaultValue `3`
+   */
   warmup?: number;
-  /** A candidate must match the input module's outputs within these (defaults: validate's, else 1e-4 / 1e-3). */
+  /**
+   * A candidate must match the input module's outputs within this absolute tolerance.
+   *
+   * @defaultValue `validate.atol`, else `1e-4`
+   */
   atol?: number;
+  /**
+   * A candidate must match the input module's outputs within this relative tolerance.
+   *
+   * @defaultValue `validate.rtol`, else `1e-3`
+   */
   rtol?: number;
+  /**
+   * Seed of the values that fill shape inputs (an integer ≥ 0).
+   *
+   * @defaultValue `benchmark.seed`, else `0`
+   */
   seed?: number;
   /**
-   * Keep only candidates that survive a save/load round trip (default true).
-   * false lets an in-process service keep a faster module that cannot be saved.
+   * Keep only candidates that survive a save/load round trip. `false` lets an
+   * in-process service keep a faster module that cannot be saved (in libtorch
+   * 1.13, `frozen+optimized` on the CPU).
+   *
+   * @defaultValue `true`
    */
   requireSaveable?: boolean;
 }
 
+/**
+ * Options of {@link ScriptModule.fuse}. Unknown keys throw a RangeError, so a
+ * misspelled option is never silently ignored.
+ */
 export interface FuseOptions {
   /**
-   * 'fold' (default): BatchNorms are folded into the weights and removed.
-   * 'tune': both modules keep their parameters; in eval mode one convolution
+   * `'fold'`: BatchNorms are folded into the weights and removed.
+   * `'tune'`: both modules keep their parameters; in eval mode one convolution
    * runs with weights folded on the fly, in training mode conv then BatchNorm
    * run as before, so the result stays trainable.
+   *
+   * @defaultValue `'fold'`
    */
   mode?: 'fold' | 'tune';
-  /** Also absorb mul/div/add/sub by constants after a conv/linear into its weight and bias. */
+  /**
+   * Also absorb mul/div/add/sub by a constant after a conv/linear into its
+   * weight and bias (see {@link FuseReport.absorbed}).
+   *
+   * @defaultValue `false`
+   */
   constants?: boolean;
-  /** Fold exactly these groups, [conv, norm] or [conv, norm, activation] module paths, and nothing else. */
+  /**
+   * Fold exactly these groups of module paths, `[conv, norm]` or
+   * `[conv, norm, activation]`, and no other pair (those are skipped as "not
+   * listed in options.modules"). A group that is not a foldable consecutive
+   * pair rejects with `ERR_FUSE_GROUP`.
+   *
+   * @defaultValue `undefined`: every pair that can fold
+   */
   modules?: string[][];
-  /** After folding, try freezing and libtorch's inference optimizations, and keep the fastest valid candidate. */
+  /**
+   * After folding, try freezing and libtorch's inference optimizations and keep
+   * the fastest valid candidate. `true` uses the defaults of {@link
+   * OptimizeOptions}; either form needs sample inputs (its own, `benchmark`'s
+   * or `validate`'s).
+   *
+   * @defaultValue `false`
+   */
   optimize?: boolean | OptimizeOptions;
-  /** Analyze only: the report of what would fold; no module is made. */
+  /**
+   * Not for `fuse()`: `true` throws a TypeError there, since `fuse()` always
+   * makes a module. Use {@link ScriptModule.inspect} for a dry run.
+   *
+   * @defaultValue `false`
+   */
   dryRun?: boolean;
-  /** Fold BatchNorms that are in training mode using their running statistics. */
+  /**
+   * Fold BatchNorms that are in training mode, using their running statistics
+   * (otherwise they are skipped with a reason).
+   *
+   * @defaultValue `false`
+   */
   treatTrainingAsEval?: boolean;
+  /**
+   * Compare the fused module's outputs with the input module's; the result is
+   * {@link FuseReport.validation}.
+   *
+   * @defaultValue `undefined`: no validation
+   */
   validate?: ValidateOptions;
+  /**
+   * Time the input module against the result; the result is {@link FuseReport.benchmark}.
+   *
+   * @defaultValue `undefined`: no benchmark
+   */
   benchmark?: BenchmarkOptions;
   /**
    * Stops the work early: fuse() then rejects with the signal's reason (an
    * AbortError by default) and frees the modules it made. Native steps in
    * progress finish first; timing loops stop between calls.
+   *
+   * @defaultValue `undefined`
    */
   signal?: AbortSignal;
 }

@@ -3,15 +3,60 @@ import { rangeError, typeError } from './errors';
 import { checkInputs, SampleInput } from './fuse';
 import { expectKnownKeys, expectOptions } from './validate';
 
+/**
+ * Options of {@link ScriptModule.toHalf}. Unknown keys throw a RangeError.
+ */
 export interface HalfOptions {
-  /** 'float16' (default) or 'bfloat16'. CPU builds of libtorch 1.13 run Linear/Conv only in bfloat16. */
+  /**
+   * The half dtype. CPU builds of libtorch 1.13 have no float16 Linear/Conv
+   * kernels, so a float16 result fails when run on the CPU (`ERR_TORCH`); use
+   * bfloat16 there.
+   *
+   * @defaultValue `'float16'`
+   */
   dtype?: 'float16' | 'bfloat16';
-  /** Convert every Linear/Conv layer with at least this many parameter elements (default 0: all). */
+  /**
+   * Convert every Linear/Conv layer with at least this many parameter elements
+   * (an integer ≥ 0). Not together with `layers`.
+   *
+   * @defaultValue `0`: every layer
+   */
   minParams?: number;
-  /** Exactly these module paths instead (minParams is then ignored). */
+  /**
+   * Convert exactly these module paths instead (a non-empty list; not together
+   * with `minParams`). Other layers are skipped as "not listed in layers".
+   *
+   * @defaultValue `undefined`: every layer with at least `minParams` parameters
+   */
   layers?: string[];
-  /** Compare the converted module's outputs with this module's on these inputs (tolerances default 1e-2). */
-  validate?: { inputs: SampleInput[]; atol?: number; rtol?: number; seed?: number };
+  /**
+   * Compare the converted module's outputs with this module's; the result is
+   * {@link HalfReport.validation}. A failed comparison is only reported.
+   *
+   * @defaultValue `undefined`: no validation
+   */
+  validate?: {
+    /** The arguments of one `forward` call. */
+    inputs: SampleInput[];
+    /**
+     * Absolute tolerance: an element passes when |after − before| ≤ atol + rtol·|before|.
+     *
+     * @defaultValue `1e-2`
+     */
+    atol?: number;
+    /**
+     * Relative tolerance.
+     *
+     * @defaultValue `1e-2`
+     */
+    rtol?: number;
+    /**
+     * Seed of the values that fill shape inputs (an integer ≥ 0).
+     *
+     * @defaultValue `0`
+     */
+    seed?: number;
+  };
 }
 
 export function checkHalfOptions(options: unknown): HalfOptions {
@@ -37,7 +82,7 @@ export function checkHalfOptions(options: unknown): HalfOptions {
       throw rangeError('an integer >= 0', 'options.validate.seed', v.seed);
     }
     for (const k of ['atol', 'rtol'] as const) {
-      if (v[k] !== undefined && (typeof v[k] !== 'number' || !(v[k]! >= 0))) throw rangeError('a number >= 0', `options.validate.${k}`, v[k]);
+      if (v[k] !== undefined && (typeof v[k] !== 'number' || !(v[k] >= 0))) throw rangeError('a number >= 0', `options.validate.${k}`, v[k]);
     }
   }
   return o;

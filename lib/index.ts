@@ -1,9 +1,17 @@
 /**
- * torchfold: TorchScript in Node through libtorch.
+ * torchfold: TorchScript in Node through libtorch. Load a model with
+ * {@link load}, run it with {@link ScriptModule.forward}, fold its
+ * conv → BatchNorm pairs with {@link ScriptModule.fuse}.
  *
- *   const tf = require('torchfold');
- *   const m = await tf.load('model.pt');
- *   const y = await m.forward(tf.Tensor.from(new Float32Array(3 * 64 * 64), [1, 3, 64, 64]));
+ * @example
+ * ```ts
+ * const tf = require('torchfold');
+ * const m = await tf.load('model.pt');
+ * const y = await m.forward(tf.Tensor.from(new Float32Array(3 * 64 * 64), [1, 3, 64, 64]));
+ * ```
+ *
+ * @sortStrategy kind, alphabetical
+ * @packageDocumentation
  */
 export { load, readExtraFiles, verifyFile, ScriptModule } from './module';
 export type { IsolateOptions } from './isolate';

@@ -17,8 +17,14 @@ import * as path from 'path';
 import { packageRoot } from './binding';
 import { ErrorCode, TorchfoldError } from './errors';
 
+/** `load(path, { isolate: { ... } })`: opening the file in a child process first. See {@link LoadOptions.isolate}. */
 export interface IsolateOptions {
-  /** Give up (ERR_TIMEOUT) when the child has not answered after this many ms. Default 120000. */
+  /**
+   * Give up when the child has not answered after this many milliseconds: the
+   * child is killed and the load rejects with `ERR_TIMEOUT`. A number > 0.
+   *
+   * @defaultValue `120000` (2 minutes)
+   */
   timeoutMs?: number;
 }
 

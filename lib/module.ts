@@ -21,6 +21,7 @@ import { getNumThreads } from './runtime';
 
 export type { TensorInfo } from './binding';
 
+/** A module of the tree, as {@link ScriptModule.namedModules} lists it. */
 export interface NamedModule {
   /** '' for the root, 'layer1.0.conv1' for a child. */
   path: string;
@@ -28,24 +29,69 @@ export interface NamedModule {
   type: string;
 }
 
+/**
+ * Options of {@link ScriptModule.inspect}: the analysis options of
+ * {@link FuseOptions} plus what the graph description shows. Unknown keys
+ * throw a RangeError.
+ */
 export interface InspectOptions {
+  /**
+   * Analyze BatchNorms in training mode as foldable with their running
+   * statistics, as `fuse({ treatTrainingAsEval: true })` would.
+   *
+   * @defaultValue `false`
+   */
   treatTrainingAsEval?: boolean;
-  /** Analyze for 'tune' mode instead of 'fold'. */
+  /**
+   * Analyze for `'tune'` mode instead of `'fold'`.
+   *
+   * @defaultValue `'fold'`
+   */
   mode?: 'fold' | 'tune';
-  /** Also analyze constant absorption, as fuse({ constants: true }) would. */
+  /**
+   * Also analyze constant absorption, as `fuse({ constants: true })` would.
+   *
+   * @defaultValue `false`
+   */
   constants?: boolean;
-  /** Analyze only these groups, as fuse({ modules }) would. */
+  /**
+   * Analyze only these groups, as `fuse({ modules })` would (a group that
+   * cannot fold rejects with `ERR_FUSE_GROUP`).
+   *
+   * @defaultValue `undefined`: every pair
+   */
   modules?: string[][];
-  /** The method whose graph is described (default 'forward'). */
+  /**
+   * The method whose graph is described (the analysis always covers every method).
+   *
+   * @defaultValue `'forward'`
+   */
   method?: string;
-  /** Inline calls into submodules and functions (default true), so every aten op shows with its module path. */
+  /**
+   * Inline calls into submodules and functions, so every aten op shows with its module path.
+   *
+   * @defaultValue `true`
+   */
   inlined?: boolean;
-  /** One shape per tensor input: shapes are then propagated through the graph. */
+  /**
+   * One shape per tensor input of the method, in order: shapes are then
+   * propagated through the graph ({@link GraphValue.shape}).
+   *
+   * @defaultValue `[]`: only the shapes a traced graph records
+   */
   inputShapes?: number[][];
 }
 
+/** Options of {@link ScriptModule.save}. */
 export interface SaveOptions {
-  /** Files to store beside the model in the archive, by name: text contents. */
+  /**
+   * Files to store beside the model in the archive, under `extra/`, as
+   * `name: text`. Names are relative paths of letters, digits, `_`, `.`, `-`
+   * and `/`. Read them back with {@link readExtraFiles}, or in PyTorch with
+   * `torch.jit.load(f, _extra_files={name: ''})`.
+   *
+   * @defaultValue `undefined`: no extra files
+   */
   extraFiles?: Record<string, string>;
 }
 
@@ -72,6 +118,12 @@ function checkExtraFiles(files: unknown): Record<string, string> {
  * Reads extra files stored in a TorchScript archive (by save({ extraFiles }) or
  * torch.jit.save(..., _extra_files=...)) without loading the model. Names the
  * archive does not hold are absent from the result.
+ *
+ * @param file - The archive.
+ * @param names - Names under `extra/`, e.g. `'torchfold.json'`.
+ * @returns The text of each name found.
+ * @throws TypeError (`ERR_INVALID_ARG`) for a bad path or name. Rejects with the
+ * file errors of {@link load} (`ERR_FILE_NOT_FOUND`, `ERR_NOT_TORCHSCRIPT`, ...).
  */
 export function readExtraFiles(file: string, names: string[]): Promise<Record<string, string>> {
   const target = path.resolve(expectString(file, 'path'));
@@ -81,21 +133,32 @@ export function readExtraFiles(file: string, names: string[]): Promise<Record<st
   return withCallerStack(() => binding.readExtraFiles(target, names));
 }
 
+/** Options of {@link load}. Unknown keys throw a RangeError. */
 export interface LoadOptions {
-  /** Where parameters and buffers are placed: 'cpu' (default), 'cuda' or 'cuda:N'. */
+  /**
+   * Where parameters and buffers are placed: `'cpu'`, `'cuda'` or `'cuda:N'`
+   * (N from 0 to 63). A missing device rejects with `ERR_DEVICE_UNAVAILABLE`.
+   *
+   * @defaultValue `'cpu'`
+   */
   device?: string;
   /**
-   * Check every record of the archive against its CRC-32 before loading
-   * (default false). PyTorch's reader does not, so a file damaged on disk or in
-   * transit can load with other weights; with `verify` it fails with
-   * ERR_FILE_CORRUPT instead. Costs one extra read of the file.
+   * Check every record of the archive against its CRC-32 before loading.
+   * PyTorch's reader does not, so a file damaged on disk or in transit can load
+   * with other weights; with `verify` it fails with `ERR_FILE_CORRUPT` instead.
+   * Costs one extra read of the file. (Code and pickle records are always checked.)
+   *
+   * @defaultValue `false`
    */
   verify?: boolean;
   /**
-   * Open the file in a child process first (default false), so a file that
-   * crashes libtorch takes down only that process: the load then fails with
-   * ERR_FILE_CORRUPT. `{ timeoutMs }` bounds the child's time (ERR_TIMEOUT).
-   * Costs a process start and a second load; use it for files you do not trust.
+   * Open the file in a child process first, so a file that crashes libtorch
+   * takes down only that process: the load then fails with `ERR_FILE_CORRUPT`.
+   * `true` or `{ timeoutMs }` ({@link IsolateOptions}) turn it on. Costs a
+   * process start (once; the child stays warm for 5 s) and a second load; use it
+   * for files you do not trust.
+   *
+   * @defaultValue `false`
    */
   isolate?: boolean | IsolateOptions;
 }
@@ -117,6 +180,17 @@ function forwardOn(handle: NativeModule): Runner {
 /** @internal The native handle behind a module (benchmarks); ERR_DISPOSED once disposed. Not exported from the package. */
 export function nativeHandle(m: ScriptModule): NativeModule { return handleOf(m); }
 
+/**
+ * A loaded TorchScript module. Everything that touches tensors (running,
+ * saving, copying, fusing) runs on libuv's worker pool and returns a promise;
+ * metadata reads are synchronous and cheap. Made by {@link load}, or by
+ * `clone()`, `to()`, `fuse()` and `toHalf()` of another module, which never
+ * change the module they are called on.
+ *
+ * {@link ScriptModule.dispose} makes the module unusable at once
+ * (`ERR_DISPOSED`) and frees the native memory after calls in flight settle;
+ * `await using m = await load(...)` does it at the end of the scope.
+ */
 export class ScriptModule {
   static {
     handleOf = (m) => m.#handle();
@@ -126,6 +200,7 @@ export class ScriptModule {
   #disposed = false;
   #pending = new Set<Promise<unknown>>();
   #released: Promise<void> | undefined;
+  /** The methods {@link ScriptModule.run} can call: `forward` and the exported methods. Frozen. */
   readonly methods: readonly string[];
 
   /** @internal Use load(), clone() or to(). */
@@ -148,12 +223,36 @@ export class ScriptModule {
     return p;
   }
 
-  /** Calls `forward` with the given inputs. */
+  /**
+   * Calls `forward` with the given inputs: `run('forward', ...inputs)`.
+   *
+   * @param inputs - One value per argument of the method; see {@link TorchValue}.
+   * @returns The method's return value.
+   * @throws TypeError (`ERR_INVALID_ARG`) for a JavaScript value with no TorchScript counterpart.
+   * Rejects as {@link ScriptModule.run} does.
+   */
   forward(...inputs: unknown[]): Promise<TorchValue> {
     return this.run('forward', ...inputs);
   }
 
-  /** Calls any method of the module (forward or an exported method) by name. */
+  /**
+   * Calls any method of the module (forward or an exported method) by name.
+   * Inputs are converted against the method's signature: a whole number becomes
+   * a float where the signature asks for one.
+   *
+   * @param method - One of {@link ScriptModule.methods}.
+   * @param inputs - One value per argument of the method; see {@link TorchValue}.
+   * @returns The method's return value.
+   * @throws TypeError (`ERR_INVALID_ARG`) for a JavaScript value with no TorchScript counterpart.
+   * Rejects with `ERR_METHOD_NOT_FOUND`, `ERR_INVALID_ARG` (an input that does not fit the
+   * signature, named), `ERR_TORCH` (libtorch failed in the method), `ERR_DISPOSED`, or
+   * `ERR_UNSUPPORTED` (a result with no JavaScript counterpart).
+   *
+   * @example
+   * ```ts
+   * const y = await model.run('embed', Tensor.from(new Float32Array(6), [2, 3])) as Tensor;
+   * ```
+   */
   run(method: string, ...inputs: unknown[]): Promise<TorchValue> {
     expectString(method, 'method');
     const tensorCtor = native().NativeTensor;
@@ -176,6 +275,11 @@ export class ScriptModule {
    * Saves as TorchScript, atomically: a temporary file in the same folder, then a rename.
    * `extraFiles` are stored in the archive under extra/ (PyTorch reads them with
    * torch.jit.load(f, _extra_files={name: ''}); torchfold with readExtraFiles()).
+   *
+   * @param file - The target; an existing file is replaced only once the new one is complete.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG`) for a bad path or option. Rejects with
+   * `ERR_FILE_NOT_FOUND` when the folder does not exist and `ERR_IO` when the file cannot be
+   * written (the target is left untouched).
    */
   save(file: string, options?: SaveOptions): Promise<void> {
     const target = path.resolve(expectString(file, 'path'));
@@ -185,12 +289,18 @@ export class ScriptModule {
     return this.#track((m) => m.save(target, extra));
   }
 
-  /** A deep copy with its own parameters and buffers. */
+  /** A deep copy with its own parameters and buffers, on the same device. */
   clone(): Promise<ScriptModule> {
     return this.#track(async (m) => new ScriptModule(await m.clone()));
   }
 
-  /** A copy on another device; this module stays where it is. */
+  /**
+   * A copy on another device; this module stays where it is.
+   *
+   * @param device - `'cpu'`, `'cuda'` or `'cuda:N'`.
+   * @throws RangeError (`ERR_INVALID_ARG`) for another device string. Rejects with
+   * `ERR_DEVICE_UNAVAILABLE` when the device is missing.
+   */
   to(device: string): Promise<ScriptModule> {
     const d = parseDevice(device, 'device');
     return this.#track(async (m) => new ScriptModule(await m.to(d)));
@@ -199,8 +309,33 @@ export class ScriptModule {
   /**
    * Folds every foldable conv/linear -> BatchNorm pair into a NEW module and
    * reports what was folded, what was left and why. This module is untouched.
+   * Options add constant absorption, tune mode, a fixed list of groups,
+   * validation, a benchmark and the optimize step; see {@link FuseOptions}.
+   *
+   * @returns The new module (dispose it when done) and the {@link FuseReport}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG`) for bad options, synchronously.
+   * Rejects with `ERR_FUSE_GROUP` (a `modules` group that cannot fold), `ERR_VALIDATION`
+   * (with `validate.onFailure: 'throw'`), `ERR_DISPOSED`, `ERR_TORCH`, or the signal's
+   * reason once `signal` aborts.
+   *
+   * @example
+   * ```ts
+   * const model = await load('resnet50.pt');
+   * const { module, report } = await model.fuse({
+   *   validate: { inputs: [[1, 3, 224, 224]] },
+   *   benchmark: { inputs: [[1, 3, 224, 224]], iterations: 20 },
+   * });
+   * console.log(report.folded, report.skipped, report.validation?.maxAbsError, report.benchmark?.speedup);
+   * for (const p of report.pairs) if (p.status === 'skipped') console.log(p.conv, p.norm, p.reason);
+   * await module.save('resnet50.fused.pt');
+   * ```
    */
-  fuse(options?: FuseOptions): Promise<{ module: ScriptModule; report: FuseReport }> {
+  fuse(options?: FuseOptions): Promise<{
+    /** The fused module: new, with every method, module path and parameter name of this one. */
+    module: ScriptModule;
+    /** What was folded, what was left and why, and the time each step took. */
+    report: FuseReport;
+  }> {
     const o = checkFuseOptions(options);
     if (o.dryRun) throw typeError('no dryRun: fuse() always returns a module; use inspect() for a dry run', 'options.dryRun', o.dryRun);
     return this.#track((m) => runFuse(this, m, o)) as Promise<{ module: ScriptModule; report: FuseReport }>;
@@ -212,6 +347,18 @@ export class ScriptModule {
    * default) linked to their producers and consumers, with shapes where known
    * (give inputShapes to propagate them), and Graphviz DOT text of it with the
    * pairs highlighted.
+   *
+   * @returns A {@link FuseReport} with no validation, benchmark or optimize part,
+   * plus `graph` and `dot` (see {@link InspectReport}).
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG`) for bad options. Rejects with
+   * `ERR_METHOD_NOT_FOUND` for an unknown `method` and `ERR_FUSE_GROUP` as fuse() does.
+   *
+   * @example
+   * ```ts
+   * const plan = await model.inspect({ inputShapes: [[1, 3, 224, 224]] });
+   * console.log(`${plan.folded} of ${plan.pairs.length} pairs would fold`);
+   * fs.writeFileSync('forward.dot', plan.dot);
+   * ```
    */
   inspect(options?: InspectOptions): Promise<InspectReport> {
     const opts = expectOptions<InspectOptions>(options, 'options');
@@ -236,8 +383,25 @@ export class ScriptModule {
    * with casts at their boundary (input to the half dtype, output back), and
    * reports which layers were converted and why others were not. With
    * `validate`, the outputs are compared with this module's.
+   *
+   * @returns The new module and the {@link HalfReport}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG`) for bad options (e.g. both `layers` and
+   * `minParams`). Rejects with `ERR_DISPOSED`, or `ERR_TORCH` when validation runs a module
+   * libtorch cannot run (float16 on the CPU).
+   *
+   * @example
+   * ```ts
+   * const { module, report } = await model.toHalf({ dtype: 'bfloat16', minParams: 100_000,
+   *   validate: { inputs: [[1, 3, 224, 224]] } });
+   * console.log(report.converted, report.bytesSaved, report.validation?.maxAbsError);
+   * ```
    */
-  toHalf(options?: HalfOptions): Promise<{ module: ScriptModule; report: HalfReport }> {
+  toHalf(options?: HalfOptions): Promise<{
+    /** The converted module: new; this one is unchanged. */
+    module: ScriptModule;
+    /** Which layers were converted, and why others were not. */
+    report: HalfReport;
+  }> {
     const o = checkHalfOptions(options);
     return this.#track(async (m) => {
       const r = await m.toHalf({ dtype: o.dtype ?? 'float16', minParams: o.minParams ?? 0, layers: o.layers ?? [] });
@@ -257,12 +421,19 @@ export class ScriptModule {
     });
   }
 
+  /** Whether the module is in training mode (see {@link ScriptModule.train}). */
   get training(): boolean { return this.#handle().training(); }
 
-  /** Puts the module (and its children) in eval mode; returns this. */
+  /** Puts the module (and its children) in eval mode; returns this. Fails with `ERR_BUSY` while calls are in flight. */
   eval(): this { return this.train(false); }
 
-  /** Puts the module (and its children) in training mode; returns this. Fails with ERR_BUSY while calls are in flight. */
+  /**
+   * Puts the module (and its children) in training mode (or eval mode with
+   * `false`); returns this.
+   *
+   * @param on - `true` for training mode (the default), `false` for eval mode.
+   * @throws TorchfoldError `ERR_BUSY` while calls are in flight, so it never races a forward.
+   */
   train(on = true): this {
     if (typeof on !== 'boolean') throw typeError('a boolean', 'on', on);
     this.#handle().setTraining(on);
@@ -272,8 +443,18 @@ export class ScriptModule {
   /**
    * The TorchScript IR of a method, as text. With `{ inlined: true }` every
    * call into a submodule or function is inlined, so all aten ops show.
+   *
+   * @param method - One of {@link ScriptModule.methods}; default `'forward'`.
+   * @throws TorchfoldError `ERR_METHOD_NOT_FOUND` for a method the module lacks.
    */
-  graph(method = 'forward', options: { inlined?: boolean } = {}): string {
+  graph(method = 'forward', options: {
+    /**
+     * Inline calls into submodules and functions.
+     *
+     * @defaultValue `false`
+     */
+    inlined?: boolean;
+  } = {}): string {
     if (options === null || typeof options !== 'object') throw typeError('an options object', 'options', options);
     return this.#handle().graph(expectString(method, 'method'), Boolean(options.inlined));
   }
@@ -288,10 +469,15 @@ export class ScriptModule {
     return out;
   }
 
+  /** The root (path `''`) and every submodule, depth-first, with its class. */
   namedModules(): NamedModule[] { return this.#handle().namedModules(); }
+  /** Every parameter, by dotted name, with shape, dtype and device (no data; see {@link ScriptModule.stateDict}). */
   parameters(): TensorInfo[] { return this.#handle().parameters(); }
+  /** Every buffer (e.g. BatchNorm running statistics), by dotted name, with shape, dtype and device. */
   buffers(): TensorInfo[] { return this.#handle().buffers(); }
+  /** Where the parameters and buffers are: `'cpu'` or `'cuda:N'`. */
   get device(): string { return this.#handle().device(); }
+  /** Whether {@link ScriptModule.dispose} has been called. Readable after disposal. */
   get disposed(): boolean { return this.#disposed; }
 
   /**
@@ -307,7 +493,9 @@ export class ScriptModule {
     return this.#released;
   }
 
+  /** {@link ScriptModule.dispose} for `using`, without waiting for the memory to be freed. */
   [Symbol.dispose](): void { void this.dispose(); }
+  /** {@link ScriptModule.dispose} for `await using`. */
   [Symbol.asyncDispose](): Promise<void> { return this.dispose(); }
 }
 
@@ -517,7 +705,31 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
 
 const LOAD_KEYS = ['device', 'verify', 'isolate'] as const;
 
-/** Loads a TorchScript file (made by torch.jit.script/trace + save). */
+/**
+ * Loads a TorchScript file (made by torch.jit.script/trace + save).
+ *
+ * Before libtorch reads the archive, torchfold checks its zip directory and the
+ * CRC-32 of its code and pickle records (all records with `verify`); after, that
+ * no tensor claims more bytes than its record.
+ *
+ * @param file - Path to the `.pt` file.
+ * @param options - See {@link LoadOptions}.
+ * @throws TypeError/RangeError (`ERR_INVALID_ARG`) for a bad path or option;
+ * TorchfoldError `ERR_NATIVE_LOAD` when the addon cannot be loaded. Rejects with
+ * `ERR_FILE_NOT_FOUND`, `ERR_NOT_A_FILE`, `ERR_FILE_UNREADABLE`, `ERR_NOT_TORCHSCRIPT`,
+ * `ERR_FILE_CORRUPT`, `ERR_UNSUPPORTED` (an operator no loaded library registers, or a
+ * newer file format), `ERR_DEVICE_UNAVAILABLE`, and with `isolate`, `ERR_TIMEOUT`.
+ *
+ * @example
+ * ```ts
+ * import { load, Tensor } from 'torchfold';
+ *
+ * const model = await load('resnet18.pt');                  // or { device: 'cuda', verify: true, isolate: true }
+ * const y = await model.forward(Tensor.from(new Float32Array(3 * 224 * 224), [1, 3, 224, 224])) as Tensor;
+ * console.log(y.shape, y.toTypedArray());
+ * await model.dispose();
+ * ```
+ */
 export function load(file: string, options?: LoadOptions): Promise<ScriptModule> {
   const target = path.resolve(expectString(file, 'path'));
   const opts = expectOptions<LoadOptions>(options, 'options');
@@ -547,8 +759,17 @@ function isolateTimeout(isolate: unknown): number | undefined {
  * Checks a TorchScript archive without loading it: every record's CRC-32 and
  * place in the file against the zip directory. `problems` names each record
  * that does not match; `ok` is true when there is none. File errors as load().
+ *
+ * @param file - Path to the archive.
+ * @throws TypeError (`ERR_INVALID_ARG`) for a bad path. Rejects with `ERR_FILE_NOT_FOUND`,
+ * `ERR_NOT_A_FILE`, `ERR_FILE_UNREADABLE` or `ERR_NOT_TORCHSCRIPT` (no readable zip directory).
  */
-export function verifyFile(file: string): Promise<{ ok: boolean; problems: string[] }> {
+export function verifyFile(file: string): Promise<{
+  /** True when no record has a problem. */
+  ok: boolean;
+  /** One line per record that fails its check, naming the record. */
+  problems: string[];
+}> {
   const target = path.resolve(expectString(file, 'path'));
   const binding = native();
   return withCallerStack(async () => {

@@ -5,9 +5,11 @@ import { native, packageRoot } from './binding';
 import { rangeError, withCallerStack } from './errors';
 import { expectString } from './validate';
 
+/** CUDA as libtorch sees it. Both calls load the addon on first use. */
 export const cuda = {
   /** True when libtorch has CUDA and at least one GPU is visible. */
   isAvailable(): boolean { return native().cudaIsAvailable(); },
+  /** The number of visible GPUs (0 without CUDA); `'cuda:N'` takes N from 0 to this minus 1. */
   deviceCount(): number { return native().cudaDeviceCount(); },
 };
 
@@ -15,6 +17,12 @@ export const cuda = {
  * Loads a shared library that registers TorchScript operators, like Python's
  * torch.ops.load_library (e.g. torchvision's ops for detection models). The
  * library stays loaded for the life of the process.
+ *
+ * @param file - Path to the shared library (`.so`).
+ * @throws TypeError (`ERR_INVALID_ARG`) when `file` is not a non-empty string.
+ * Rejects with `ERR_FILE_NOT_FOUND` / `ERR_NOT_A_FILE` for a bad path and with
+ * `ERR_TORCH` when the library cannot be loaded (the loader's reason). Loading
+ * the same file twice is a no-op.
  */
 export function loadLibrary(file: string): Promise<void> {
   const target = path.resolve(expectString(file, 'path'));
@@ -22,7 +30,18 @@ export function loadLibrary(file: string): Promise<void> {
   return withCallerStack(() => binding.loadLibrary(target));
 }
 
-/** Sets libtorch's intra-op thread count for all later work (libtorch's default here is 1). */
+/**
+ * Sets libtorch's intra-op thread count for all later work in this process.
+ *
+ * Without it, torchfold takes `TORCHFOLD_NUM_THREADS` when that is a count from
+ * 1 to 1024; otherwise libtorch's default (one per physical core, or what
+ * `OMP_NUM_THREADS`/`MKL_NUM_THREADS` say), raised to 2 where at least two CPUs
+ * are available and neither variable is set: at one thread libtorch 1.13 runs
+ * 1×1 convolutions at small batch on a slow path.
+ *
+ * @param n - An integer from 1 to 1024.
+ * @throws RangeError (`ERR_INVALID_ARG`) for anything else.
+ */
 export function setNumThreads(n: number): void {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024) {
     throw rangeError('an integer from 1 to 1024', 'threads', n);
@@ -30,29 +49,36 @@ export function setNumThreads(n: number): void {
   native().setNumThreads(n);
 }
 
+/** libtorch's intra-op thread count for the next call (see {@link setNumThreads} for the default). */
 export function getNumThreads(): number {
   return native().getNumThreads();
 }
 
+/** The versions of the pieces torchfold is made of; see {@link versions}. */
 export interface Versions {
+  /** This package's version, from its package.json. */
   torchfold: string;
   /** The libtorch the addon was built against, e.g. '1.13.1'. */
   libtorch: string;
   /** The version in libtorch's headers (Debian's 1.13.1 says '1.13.0'). */
   libtorchHeaders: string;
+  /** The N-API version the addon was built for. */
   napi: number;
   /** Whether the addon was linked with libtorch's CUDA libraries. */
   cudaBuild: boolean;
 }
 
 function readVersions(): Versions {
-  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8'));
+  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
   return { torchfold: pkg.version, ...native().versions() };
 }
 
 let cachedVersions: Versions | undefined;
 
-/** Versions of torchfold, libtorch and N-API (the addon is loaded on first read). */
+/**
+ * Versions of torchfold, libtorch and N-API. The addon is loaded on the first
+ * read of a field (so a read can throw `ERR_NATIVE_LOAD`).
+ */
 export const versions: Versions = new Proxy({} as Versions, {
   get(_t, key) {
     cachedVersions ??= readVersions();

@@ -8,10 +8,21 @@ import { native, NativeTensor } from './binding';
 import { rangeError, TorchfoldError, typeError, withCallerStack } from './errors';
 import { parseDevice } from './validate';
 
+/**
+ * The element types a {@link Tensor} can be made from and read into. Tensors
+ * that modules return may have others (e.g. complex): their `dtype` then names
+ * libtorch's type, and `toTypedArray()` throws `ERR_UNSUPPORTED`.
+ */
 export type DType =
   | 'float32' | 'float64' | 'float16' | 'bfloat16'
   | 'int8' | 'int16' | 'int32' | 'int64' | 'uint8' | 'bool';
 
+/**
+ * The typed arrays tensor data travels in. Each dtype has one: float32
+ * `Float32Array`, float64 `Float64Array`, int8/int16/int32 `Int8Array`/
+ * `Int16Array`/`Int32Array`, int64 `BigInt64Array`, uint8 and bool
+ * `Uint8Array` (bool as 0/1), float16 and bfloat16 `Uint16Array` of raw bits.
+ */
 export type TensorData =
   | Float32Array | Float64Array | Int8Array | Int16Array | Int32Array
   | BigInt64Array | Uint8Array | Uint16Array;
@@ -33,8 +44,16 @@ const DTYPES_FOR = new Map<ArrayCtor, DType[]>([
   [Uint16Array, ['float16', 'bfloat16']],
 ]);
 
+/** Options of {@link Tensor.from}. */
 export interface TensorFromOptions {
-  /** Needed for float16/bfloat16 (raw bits in a Uint16Array) and for bool (a Uint8Array of 0/1). */
+  /**
+   * The tensor's dtype: one the typed array can carry. Needed for
+   * float16/bfloat16 (raw bits in a Uint16Array) and for bool (a Uint8Array of
+   * 0/1); any other mismatch with the array throws a RangeError.
+   *
+   * @defaultValue `undefined`: the array's own dtype (`'float32'` for a Float32Array,
+   * `'uint8'` for a Uint8Array, ...); a Uint16Array has none and must say.
+   */
   dtype?: DType;
 }
 
@@ -54,7 +73,7 @@ function checkShape(shape: unknown, length: number): number[] {
   if (shape.reduce((a: number, d: number) => (d === 0 ? a : a * d), 1) > Number.MAX_SAFE_INTEGER) {
     throw rangeError('sizes whose product (zeros aside) is at most 2^53 - 1', 'shape', `[${shape.join(', ')}]`);
   }
-  return shape.slice();
+  return shape.slice() as number[];
 }
 
 function pickDType(data: TensorData, options: TensorFromOptions): DType {
@@ -74,6 +93,12 @@ function pickDType(data: TensorData, options: TensorFromOptions): DType {
   return dtype;
 }
 
+/**
+ * A libtorch tensor held from JavaScript. Data is copied both ways: {@link
+ * Tensor.from} copies a typed array in, {@link Tensor.toTypedArray} copies out.
+ * The native memory is freed by {@link Tensor.dispose} (or, later, by garbage
+ * collection); `using t = Tensor.from(...)` disposes at the end of the scope.
+ */
 export class Tensor {
   #native: NativeTensor;
 
@@ -82,13 +107,29 @@ export class Tensor {
     this.#native = handle;
   }
 
-  /** Copies `data` into a new CPU tensor of the given shape (default: 1-D). */
+  /**
+   * Copies `data` into a new CPU tensor.
+   *
+   * @param data - The elements in row-major order; see {@link TensorData}.
+   * @param shape - Sizes whose product is `data.length`. Default: `[data.length]` (1-D).
+   * @param options - See {@link TensorFromOptions}.
+   * @throws TypeError (`ERR_INVALID_ARG`) when `data` is not a supported typed array, or a
+   * Uint16Array comes without a dtype. RangeError (`ERR_INVALID_ARG`) when the shape does not hold
+   * `data.length` elements, the dtype does not fit the array, or a bool tensor has values other than 0 and 1.
+   *
+   * @example
+   * ```ts
+   * const x = Tensor.from(new Float32Array(2 * 3 * 8 * 8), [2, 3, 8, 8]);
+   * const mask = Tensor.from(new Uint8Array([1, 0, 1]), [3], { dtype: 'bool' });
+   * const half = Tensor.from(new Uint16Array([0x3c00]), [1], { dtype: 'float16' }); // 1.0
+   * ```
+   */
   static from(data: TensorData, shape?: readonly number[], options: TensorFromOptions = {}): Tensor {
     if (!ArrayBuffer.isView(data) || data instanceof DataView) {
       throw typeError('a typed array', 'data', data);
     }
     if (options === null || typeof options !== 'object') throw typeError('an object', 'options', options);
-    const dtype = pickDType(data as TensorData, options);
+    const dtype = pickDType(data, options);
     const dims = checkShape(shape ?? [data.length], data.length);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     return new Tensor(native().tensorFromBuffer(bytes, dtype, dims));
@@ -100,13 +141,23 @@ export class Tensor {
     return t.#native;
   }
 
+  /** The sizes of each dimension (a fresh array); `[]` for a scalar. */
   get shape(): number[] { return this.#native.shape(); }
+  /** The element type: a {@link DType}, or libtorch's name for others (e.g. `'complex64'`). */
   get dtype(): string { return this.#native.dtype(); }
+  /** Where the data lives: `'cpu'` or `'cuda:N'`. */
   get device(): string { return this.#native.device(); }
+  /** Whether {@link Tensor.dispose} has been called. */
   get disposed(): boolean { return this.#native.disposed(); }
+  /** The number of elements: the product of the shape. */
   get numel(): number { return this.shape.reduce((a, b) => a * b, 1); }
 
-  /** A copy of the elements in row-major order. CPU tensors only: `await t.to('cpu')` first. */
+  /**
+   * A copy of the elements in row-major order, in the typed array of the dtype
+   * (see {@link TensorData}). CPU tensors only: `await t.to('cpu')` first.
+   *
+   * @throws TorchfoldError `ERR_UNSUPPORTED` for a dtype with no typed array (e.g. complex).
+   */
   toTypedArray(): TensorData {
     const dtype = this.dtype as DType;
     const ctor = ARRAY_FOR[dtype];
@@ -116,7 +167,13 @@ export class Tensor {
     return new ctor(this.#native.toBuffer());
   }
 
-  /** A copy on another device ('cpu', 'cuda', 'cuda:N'); this tensor is unchanged. */
+  /**
+   * A copy on another device; this tensor is unchanged.
+   *
+   * @param device - `'cpu'`, `'cuda'` or `'cuda:N'`.
+   * @throws RangeError (`ERR_INVALID_ARG`) for another device string. Rejects with
+   * `ERR_DEVICE_UNAVAILABLE` without that device, `ERR_DISPOSED` after {@link Tensor.dispose}.
+   */
   to(device: string): Promise<Tensor> {
     const d = parseDevice(device, 'device');
     return withCallerStack(async () => new Tensor(await Tensor.handle(this).to(d)));
@@ -127,10 +184,12 @@ export class Tensor {
     this.#native.dispose();
   }
 
+  /** {@link Tensor.dispose}, for `using`. */
   [Symbol.dispose](): void {
     this.dispose();
   }
 
+  /** What `console.log` and `util.inspect` show: dtype, shape and device. */
   [inspect.custom](): string {
     if (this.disposed) return 'Tensor <disposed>';
     return `Tensor ${this.dtype} [${this.shape.join(', ')}] on ${this.device}`;

@@ -21,7 +21,7 @@ export function expectOptions<T extends object>(value: unknown, name: string): P
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw typeError('an options object', name, value);
   }
-  return value as Partial<T>;
+  return value;
 }
 
 /** Rejects option keys the function does not know, so typos are not silently ignored. */

@@ -8,6 +8,13 @@ import { NativeTensor, NativeValue } from './binding';
 import { typeError } from './errors';
 import { Tensor } from './tensor';
 
+/**
+ * A TorchScript value in JavaScript: what methods take and return. Tensor ↔
+ * {@link Tensor}, float/int ↔ number (ints beyond 2^53 come back as bigint;
+ * bigint is accepted), bool ↔ boolean, str ↔ string, None ↔ null/undefined,
+ * List/Tuple ↔ array, Dict[str, T] ↔ plain object; dicts with other key types
+ * come back as a Map. Inputs are converted against the method's signature.
+ */
 export type TorchValue =
   | null
   | undefined
@@ -26,14 +33,14 @@ function define<T>(o: { [key: string]: T }, key: string, value: T): void {
 }
 
 function isPlainObject(v: object): boolean {
-  const proto = Object.getPrototypeOf(v);
+  const proto: unknown = Object.getPrototypeOf(v);
   return proto === Object.prototype || proto === null;
 }
 
 export function toNative(value: unknown, name: string, seen = new Set<object>()): NativeValue {
   switch (typeof value) {
     case 'undefined': case 'boolean': case 'string': case 'bigint':
-      return value as NativeValue;
+      return value;
     case 'number':
       return value;
     case 'object':
@@ -60,8 +67,8 @@ export function toNative(value: unknown, name: string, seen = new Set<object>())
 }
 
 export function fromNative(value: NativeValue, tensorCtor: new () => NativeTensor): TorchValue {
-  if (value === null || value === undefined || typeof value !== 'object') return value as TorchValue;
-  if (value instanceof tensorCtor) return new Tensor(value as NativeTensor);
+  if (value === null || value === undefined || typeof value !== 'object') return value;
+  if (value instanceof tensorCtor) return new Tensor(value);
   if (Array.isArray(value)) return value.map((v) => fromNative(v, tensorCtor));
   if (value instanceof Map) {
     const out = new Map<string | number | bigint | boolean, TorchValue>();
@@ -69,6 +76,6 @@ export function fromNative(value: NativeValue, tensorCtor: new () => NativeTenso
     return out;
   }
   const out: { [key: string]: TorchValue } = {};
-  for (const [k, v] of Object.entries(value)) define(out, k, fromNative(v as NativeValue, tensorCtor));
+  for (const [k, v] of Object.entries(value)) define(out, k, fromNative(v, tensorCtor));
   return out;
 }

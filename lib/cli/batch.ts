@@ -314,7 +314,7 @@ async function processOne(input: Input, b: BatchOptions): Promise<InputResult> {
 
 /** Runs every input, at most `jobs` at once and within the memory budget; results in input order. */
 export async function runBatch(inputs: Input[], b: BatchOptions): Promise<InputResult[]> {
-  const results: (InputResult | undefined)[] = new Array(inputs.length);
+  const results = new Array<InputResult | undefined>(inputs.length);
   const inFlight = b.inFlight;
   const sizes = inputs.map((i) => { try { return fs.statSync(i.file).size; } catch { return 0; } });
   let next = 0, running = 0, reserved = 0;

@@ -81,7 +81,7 @@ export async function benchCommand(file: string, f: BenchFlags, io: Io): Promise
       threads: getNumThreads(), iterations: f.iterations, warmup: f.warmup, inputs: f.inputShape, variants: out,
     };
     if (f.json) {
-      io.stdout.write(JSON.stringify(result, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+      io.stdout.write(JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
       return 0;
     }
     const table = new Table({

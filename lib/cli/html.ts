@@ -6,7 +6,7 @@ import { DASH, fmt, isNum } from './format';
 import type { InputResult, OptimizeRunReport, ResolvedOptions, ResultStatus } from './report';
 
 /** Escapes text for use in HTML element content and quoted attribute values. */
-export function escapeHtml(value: unknown): string {
+export function escapeHtml(value: string | number | boolean | null | undefined): string {
   return String(value ?? '').replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
 }
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };

@@ -19,8 +19,8 @@ if (!process.env.UV_THREADPOOL_SIZE) {
 import { Command, CommanderError, Option } from 'commander';
 import { TorchfoldError } from '../errors';
 import { versions } from '../runtime';
-import { benchCommand, VARIANTS, Variant } from './bench';
-import { inspectCommand } from './inspect';
+import { BenchFlags, benchCommand, VARIANTS, Variant } from './bench';
+import { InspectFlags, inspectCommand } from './inspect';
 import { DEFAULT_GLOB } from './inputs';
 import { Io, optimizeCommand, OptimizeFlags } from './optimize';
 import { INPUT_DTYPES, parseDevice, parseDtype, parseGroup, parseInteger, parseNonNegative, parseShape, parseSize, UsageError } from './usage';
@@ -29,7 +29,8 @@ const collect = <T>(parse: (v: string) => T) => (v: string, prev: T[] | undefine
 const wrap = <T>(parse: (v: string) => T) => (v: string): T => parse(v);
 
 function packageVersion(): string {
-  try { return versions.torchfold; } catch { return require('../../package.json').version; }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- package.json is outside tsconfig's rootDir: no import
+  try { return versions.torchfold; } catch { return (require('../../package.json') as { version: string }).version; }
 }
 
 function shapeOptions(cmd: Command): Command {
@@ -131,7 +132,7 @@ Examples:
   $ torchfold inspect model.pt
   $ torchfold inspect model.pt --json
   $ torchfold inspect model.pt --dot model.dot && dot -Tsvg model.dot > model.svg`)
-    .action(async (model: string, flags) => { setCode(await inspectCommand(model, flags, io)); });
+    .action(async (model: string, flags: InspectFlags) => { setCode(await inspectCommand(model, flags, io)); });
 
   const bench = program.command('bench')
     .summary('latency as loaded vs fold, tune and optimize, side by side')
@@ -156,7 +157,7 @@ Examples:
 Examples:
   $ torchfold bench model.pt --input-shape 1,3,224,224
   $ torchfold bench model.pt --input-shape 8,3,224,224 --threads 2 -n 50 --json`)
-    .action(async (model: string, flags) => { setCode(await benchCommand(model, flags, io)); });
+    .action(async (model: string, flags: BenchFlags) => { setCode(await benchCommand(model, flags, io)); });
 
   // Parser errors thrown by argParser become commander's usage errors (exit 2).
   for (const cmd of [program, optimize, inspect, bench]) cmd.exitOverride();
