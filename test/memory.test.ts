@@ -73,8 +73,7 @@ beforeAll(() => {
   const built = (createRequire(__filename)('../scripts/stress/memprobe.js') as { buildProbe(d: string): { file?: string; error?: string } })
     .buildProbe(dir);
   if (!built.file) throw new Error(built.error);
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  probe = require(built.file);
+  probe = createRequire(__filename)(built.file) as typeof probe;
 });
 
 afterAll(() => {

@@ -28,7 +28,10 @@ Napi::Value LoadLibrary(const Napi::CallbackInfo& info) {
   const std::string path = string_arg(info, 0, "path");
   return PromiseWorker<bool>::Start(
       Napi::Object::New(env), "torchfold:loadLibrary",
-      [path]() { core::load_library(path); return true; },
+      [path]() {
+        core::load_library(path);
+        return true;
+      },
       [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
 }
 
@@ -53,8 +56,7 @@ Napi::Value VerifyFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string path = string_arg(info, 0, "path");
   return PromiseWorker<std::vector<std::string>>::Start(
-      Napi::Object::New(env), "torchfold:verifyFile",
-      [path]() { return core::verify_file(path); },
+      Napi::Object::New(env), "torchfold:verifyFile", [path]() { return core::verify_file(path); },
       [](Napi::Env e, std::vector<std::string>& problems) -> Napi::Value { return to_js_strings(e, problems); });
 }
 
@@ -116,8 +118,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace torchfold::addon
 
-static Napi::Object InitTorchfold(Napi::Env env, Napi::Object exports) {
-  return torchfold::addon::Init(env, exports);
-}
+static Napi::Object InitTorchfold(Napi::Env env, Napi::Object exports) { return torchfold::addon::Init(env, exports); }
 
 NODE_API_MODULE(torchfold, InitTorchfold)

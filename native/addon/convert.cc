@@ -45,8 +45,7 @@ core::Value to_core_value(Napi::Env env, const Napi::Value& v, int depth) {
     }
     return out;
   }
-  throw_type_error(env, "Cannot pass a " + std::string(v.IsFunction() ? "function" : "symbol") +
-                            " to TorchScript");
+  throw_type_error(env, "Cannot pass a " + std::string(v.IsFunction() ? "function" : "symbol") + " to TorchScript");
 }
 
 std::vector<core::Value> to_core_values(Napi::Env env, const Napi::Array& values) {
@@ -108,7 +107,8 @@ Napi::Value to_js_value(Napi::Env env, const core::Value& v) {
 
 Napi::Array to_js_shape(Napi::Env env, const std::vector<int64_t>& shape) {
   Napi::Array a = Napi::Array::New(env, shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  for (size_t i = 0; i < shape.size(); ++i)
+    a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
   return a;
 }
 

@@ -11,32 +11,33 @@
 namespace torchfold::addon {
 
 Napi::Function ModuleWrap::Define(Napi::Env env) {
-  return DefineClass(env, "NativeModule", {
-      InstanceMethod<&ModuleWrap::Run>("run"),
-      InstanceMethod<&ModuleWrap::Save>("save"),
-      InstanceMethod<&ModuleWrap::Clone>("clone"),
-      InstanceMethod<&ModuleWrap::Fuse>("fuse"),
-      InstanceMethod<&ModuleWrap::To>("to"),
-      InstanceMethod<&ModuleWrap::Freeze>("freeze"),
-      InstanceMethod<&ModuleWrap::Onednn>("onednn"),
-      InstanceMethod<&ModuleWrap::BenchPeer>("benchPeer"),
-      InstanceMethod<&ModuleWrap::BenchTimeForward>("benchTimeForward"),
-      InstanceMethod<&ModuleWrap::BenchToDtype>("benchToDtype"),
-      InstanceMethod<&ModuleWrap::ToHalf>("toHalf"),
-      InstanceMethod<&ModuleWrap::DescribeGraph>("describeGraph"),
-      InstanceMethod<&ModuleWrap::Methods>("methods"),
-      InstanceMethod<&ModuleWrap::Graph>("graph"),
-      InstanceMethod<&ModuleWrap::NamedTensors>("namedTensors"),
-      InstanceMethod<&ModuleWrap::NamedModules>("namedModules"),
-      InstanceMethod<&ModuleWrap::Parameters>("parameters"),
-      InstanceMethod<&ModuleWrap::Buffers>("buffers"),
-      InstanceMethod<&ModuleWrap::Device>("device"),
-      InstanceMethod<&ModuleWrap::Training>("training"),
-      InstanceMethod<&ModuleWrap::SetTraining>("setTraining"),
-      InstanceMethod<&ModuleWrap::InFlight>("inFlight"),
-      InstanceMethod<&ModuleWrap::Dispose>("dispose"),
-      InstanceMethod<&ModuleWrap::Disposed>("disposed"),
-  });
+  return DefineClass(env, "NativeModule",
+                     {
+                         InstanceMethod<&ModuleWrap::Run>("run"),
+                         InstanceMethod<&ModuleWrap::Save>("save"),
+                         InstanceMethod<&ModuleWrap::Clone>("clone"),
+                         InstanceMethod<&ModuleWrap::Fuse>("fuse"),
+                         InstanceMethod<&ModuleWrap::To>("to"),
+                         InstanceMethod<&ModuleWrap::Freeze>("freeze"),
+                         InstanceMethod<&ModuleWrap::Onednn>("onednn"),
+                         InstanceMethod<&ModuleWrap::BenchPeer>("benchPeer"),
+                         InstanceMethod<&ModuleWrap::BenchTimeForward>("benchTimeForward"),
+                         InstanceMethod<&ModuleWrap::BenchToDtype>("benchToDtype"),
+                         InstanceMethod<&ModuleWrap::ToHalf>("toHalf"),
+                         InstanceMethod<&ModuleWrap::DescribeGraph>("describeGraph"),
+                         InstanceMethod<&ModuleWrap::Methods>("methods"),
+                         InstanceMethod<&ModuleWrap::Graph>("graph"),
+                         InstanceMethod<&ModuleWrap::NamedTensors>("namedTensors"),
+                         InstanceMethod<&ModuleWrap::NamedModules>("namedModules"),
+                         InstanceMethod<&ModuleWrap::Parameters>("parameters"),
+                         InstanceMethod<&ModuleWrap::Buffers>("buffers"),
+                         InstanceMethod<&ModuleWrap::Device>("device"),
+                         InstanceMethod<&ModuleWrap::Training>("training"),
+                         InstanceMethod<&ModuleWrap::SetTraining>("setTraining"),
+                         InstanceMethod<&ModuleWrap::InFlight>("inFlight"),
+                         InstanceMethod<&ModuleWrap::Dispose>("dispose"),
+                         InstanceMethod<&ModuleWrap::Disposed>("disposed"),
+                     });
 }
 
 ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModuleWrap>(info) {}
@@ -93,8 +94,7 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   return PromiseWorker<core::Value>::Start(
       Value(), "torchfold:run",
       [m, method, inputs = std::move(inputs)]() { return core::run_method(*m, method, inputs); },
-      [](Napi::Env e, core::Value& out) { return to_js_value(e, out); },
-      [this]() { --in_flight_; });
+      [](Napi::Env e, core::Value& out) { return to_js_value(e, out); }, [this]() { --in_flight_; });
 }
 
 Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
@@ -115,16 +115,17 @@ Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   ++in_flight_;
   return PromiseWorker<bool>::Start(
       Value(), "torchfold:save",
-      [m, path, extra = std::move(extra)]() { core::save_module(*m, path, extra); return true; },
-      [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); },
-      [this]() { --in_flight_; });
+      [m, path, extra = std::move(extra)]() {
+        core::save_module(*m, path, extra);
+        return true;
+      },
+      [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); }, [this]() { --in_flight_; });
 }
 
 Napi::Value ModuleWrap::StartModuleWork(const char* name, std::function<core::ModulePtr()> work) {
   ++in_flight_;
   return PromiseWorker<core::ModulePtr>::Start(
-      Value(), name, std::move(work),
-      [](Napi::Env e, core::ModulePtr& out) -> Napi::Value { return Create(e, out); },
+      Value(), name, std::move(work), [](Napi::Env e, core::ModulePtr& out) -> Napi::Value { return Create(e, out); },
       [this]() { --in_flight_; });
 }
 
@@ -142,7 +143,8 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
   options.dry_run = opts.Get("dryRun").ToBoolean().Value();
   options.treat_training_as_eval = opts.Get("treatTrainingAsEval").ToBoolean().Value();
   options.exclude = from_js_strings(opts.Get("exclude"));
-  if (opts.Get("excludeReason").IsString()) options.exclude_reason = opts.Get("excludeReason").As<Napi::String>().Utf8Value();
+  if (opts.Get("excludeReason").IsString())
+    options.exclude_reason = opts.Get("excludeReason").As<Napi::String>().Utf8Value();
   if (opts.Get("mode").IsString() && opts.Get("mode").As<Napi::String>().Utf8Value() == "tune") {
     options.mode = core::FuseOptions::Mode::Tune;
   }
@@ -155,8 +157,7 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<core::FuseResult>::Start(
-      Value(), "torchfold:fuse",
-      [m, options]() { return core::fuse_module(*m, options); },
+      Value(), "torchfold:fuse", [m, options]() { return core::fuse_module(*m, options); },
       [](Napi::Env e, core::FuseResult& r) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", r.module ? Napi::Value(Create(e, r.module)) : e.Null());
@@ -173,8 +174,7 @@ Napi::Value ModuleWrap::BenchPeer(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(info.Env());
   ++in_flight_;
   return PromiseWorker<core::PeerResult>::Start(
-      Value(), "torchfold:benchPeer",
-      [m, kind]() { return core::peer_transform(*m, kind); },
+      Value(), "torchfold:benchPeer", [m, kind]() { return core::peer_transform(*m, kind); },
       [](Napi::Env e, core::PeerResult& r) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", Create(e, r.module));
@@ -197,7 +197,9 @@ Napi::Value ModuleWrap::BenchTimeForward(const Napi::CallbackInfo& info) {
   ++in_flight_;
   return PromiseWorker<std::vector<double>>::Start(
       Value(), "torchfold:benchTimeForward",
-      [m, inputs = std::move(inputs), iterations, warmup]() { return core::time_forward(*m, inputs, iterations, warmup); },
+      [m, inputs = std::move(inputs), iterations, warmup]() {
+        return core::time_forward(*m, inputs, iterations, warmup);
+      },
       [](Napi::Env e, std::vector<double>& ms) -> Napi::Value {
         return to_js_array(e, ms, [&](double v) { return Napi::Number::New(e, v); });
       },
@@ -216,8 +218,7 @@ Napi::Value ModuleWrap::Onednn(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(info.Env());
   ++in_flight_;
   return PromiseWorker<core::OnednnVariant>::Start(
-      Value(), "torchfold:onednn",
-      [m]() { return core::onednn_variant(*m); },
+      Value(), "torchfold:onednn", [m]() { return core::onednn_variant(*m); },
       [](Napi::Env e, core::OnednnVariant& r) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", Create(e, r.variant.module));
@@ -239,8 +240,7 @@ Napi::Value ModuleWrap::Freeze(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<core::Variant>::Start(
-      Value(), "torchfold:freeze",
-      [m, optimize]() { return core::inference_variant(*m, optimize); },
+      Value(), "torchfold:freeze", [m, optimize]() { return core::inference_variant(*m, optimize); },
       [](Napi::Env e, core::Variant& v) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", Create(e, v.module));
@@ -359,9 +359,8 @@ Napi::Value ModuleWrap::Graph(const Napi::CallbackInfo& info) {
   const std::string method = string_arg(info, 0, "method");
   const bool inlined = info.Length() > 1 && info[1].ToBoolean().Value();
   const core::ModulePtr& m = module(env);
-  return guard_sync(env, [&]() -> Napi::Value {
-    return Napi::String::New(env, core::graph_text(*m, method, inlined));
-  });
+  return guard_sync(env,
+                    [&]() -> Napi::Value { return Napi::String::New(env, core::graph_text(*m, method, inlined)); });
 }
 
 Napi::Value ModuleWrap::NamedTensors(const Napi::CallbackInfo& info) {
@@ -405,24 +404,21 @@ Napi::Value ModuleWrap::SetTraining(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsBoolean()) throw_type_error(env, "Expected a boolean for training");
   const core::ModulePtr& m = module(env);
   if (in_flight_ > 0) {
-    throw make_error(env, "ERR_BUSY", "Cannot switch train/eval mode while " +
-                     std::to_string(in_flight_) + " call(s) on this module are in flight; await them first");
+    throw make_error(env, "ERR_BUSY",
+                     "Cannot switch train/eval mode while " + std::to_string(in_flight_) +
+                         " call(s) on this module are in flight; await them first");
   }
   core::set_training(*m, info[0].As<Napi::Boolean>().Value());
   return env.Undefined();
 }
 
-Napi::Value ModuleWrap::InFlight(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), in_flight_);
-}
+Napi::Value ModuleWrap::InFlight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), in_flight_); }
 
 Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
   Release(info.Env());
   return info.Env().Undefined();
 }
 
-Napi::Value ModuleWrap::Disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !module_);
-}
+Napi::Value ModuleWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !module_); }
 
 }  // namespace torchfold::addon

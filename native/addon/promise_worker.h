@@ -24,8 +24,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   // `receiver` is kept alive until the promise settles; `done` runs on the JS
   // thread just before it settles (e.g. to end an in-flight count).
-  static Napi::Promise Start(Napi::Object receiver, const char* name, Work work, Finish finish,
-                             Done done = nullptr) {
+  static Napi::Promise Start(Napi::Object receiver, const char* name, Work work, Finish finish, Done done = nullptr) {
     auto* worker = new PromiseWorker(receiver, name, std::move(work), std::move(finish), std::move(done));
     Napi::Promise promise = worker->deferred_.Promise();
     worker->Queue();

@@ -42,12 +42,12 @@ Napi::Object value_to_js(Napi::Env env, const core::GraphValueInfo& v) {
   }
   if (!v.dtype.empty()) o.Set("dtype", v.dtype);
   o.Set("uses", to_js_array(env, v.uses, [&](const core::GraphUse& use) {
-    Napi::Object u = Napi::Object::New(env);
-    u.Set("node", use.node);
-    u.Set("input", use.input);
-    u.Set("block", use.block);
-    return u;
-  }));
+          Napi::Object u = Napi::Object::New(env);
+          u.Set("node", use.node);
+          u.Set("input", use.input);
+          u.Set("block", use.block);
+          return u;
+        }));
   return o;
 }
 
@@ -62,19 +62,19 @@ Napi::Object to_js_graph(Napi::Env env, const core::GraphInfo& info) {
   o.Set("inputs", to_js_array(env, info.inputs, value));
   o.Set("outputs", to_js_array(env, info.outputs, ref));
   o.Set("nodes", to_js_array(env, info.nodes, [&](const core::GraphNodeInfo& n) {
-    Napi::Object x = Napi::Object::New(env);
-    x.Set("index", n.index);
-    x.Set("kind", n.kind);
-    x.Set("module", n.module);
-    if (!n.callee.empty()) x.Set("callee", n.callee);
-    if (!n.scope.empty()) x.Set("scope", n.scope);
-    x.Set("parent", n.parent);
-    x.Set("block", n.block);
-    x.Set("inputs", to_js_array(env, n.inputs, ref));
-    x.Set("outputs", to_js_array(env, n.outputs, value));
-    if (!n.constant.empty()) x.Set("constant", n.constant);
-    return x;
-  }));
+          Napi::Object x = Napi::Object::New(env);
+          x.Set("index", n.index);
+          x.Set("kind", n.kind);
+          x.Set("module", n.module);
+          if (!n.callee.empty()) x.Set("callee", n.callee);
+          if (!n.scope.empty()) x.Set("scope", n.scope);
+          x.Set("parent", n.parent);
+          x.Set("block", n.block);
+          x.Set("inputs", to_js_array(env, n.inputs, ref));
+          x.Set("outputs", to_js_array(env, n.outputs, value));
+          if (!n.constant.empty()) x.Set("constant", n.constant);
+          return x;
+        }));
   return o;
 }
 
@@ -85,13 +85,13 @@ Napi::Object to_js_report(Napi::Env env, const core::FuseReport& report) {
   o.Set("absorbed", to_js_array(env, report.absorbed, pair));
   o.Set("mode", report.mode);
   o.Set("steps", to_js_array(env, report.steps, [&](const auto& step) {
-    Napi::Object s = Napi::Object::New(env);
-    s.Set("name", step.name);
-    s.Set("round", step.round);
-    s.Set("changed", step.changed);
-    s.Set("ms", step.ms);
-    return s;
-  }));
+          Napi::Object s = Napi::Object::New(env);
+          s.Set("name", step.name);
+          s.Set("round", step.round);
+          s.Set("changed", step.changed);
+          s.Set("ms", step.ms);
+          return s;
+        }));
   Napi::Object norms = Napi::Object::New(env);
   norms.Set("before", report.norms_before);
   norms.Set("after", report.norms_after);

@@ -9,15 +9,16 @@
 namespace torchfold::addon {
 
 Napi::Function TensorWrap::Define(Napi::Env env) {
-  return DefineClass(env, "NativeTensor", {
-      InstanceMethod<&TensorWrap::Shape>("shape"),
-      InstanceMethod<&TensorWrap::DType>("dtype"),
-      InstanceMethod<&TensorWrap::Device>("device"),
-      InstanceMethod<&TensorWrap::ToBuffer>("toBuffer"),
-      InstanceMethod<&TensorWrap::To>("to"),
-      InstanceMethod<&TensorWrap::Dispose>("dispose"),
-      InstanceMethod<&TensorWrap::Disposed>("disposed"),
-  });
+  return DefineClass(env, "NativeTensor",
+                     {
+                         InstanceMethod<&TensorWrap::Shape>("shape"),
+                         InstanceMethod<&TensorWrap::DType>("dtype"),
+                         InstanceMethod<&TensorWrap::Device>("device"),
+                         InstanceMethod<&TensorWrap::ToBuffer>("toBuffer"),
+                         InstanceMethod<&TensorWrap::To>("to"),
+                         InstanceMethod<&TensorWrap::Dispose>("dispose"),
+                         InstanceMethod<&TensorWrap::Disposed>("disposed"),
+                     });
 }
 
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {}

@@ -35,8 +35,7 @@ bool input_is_2d(const ProgramView& view, const LinearOp& op) {
   return false;
 }
 
-std::optional<std::string> exclusive(const ProgramView& view, const std::vector<Site>& chain,
-                                     const char* what) {
+std::optional<std::string> exclusive(const ProgramView& view, const std::vector<Site>& chain, const char* what) {
   for (const Site& s : chain) {
     auto uses = view.live_uses(s.value);
     if (uses.size() == 1) continue;
@@ -100,9 +99,10 @@ std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, 
     const int full = p.op.spatial_dims + 2;  // batched output dims (2 for Linear on 2-D input)
     if (t.dim() > full) return "the constant " + shape_of(t) + " would add dimensions to the output";
     if (t.dim() == full && !(linear ? input_is_2d(view, p.op) : input_is_batched(view, p.op))) {
-      return "the constant " + shape_of(t) + (linear ? " needs a 2-D input and the Linear's input cannot be proven 2-D"
-                                                     : " has a batch dimension and the input is not provably batched "
-                                                       "(an unbatched input would gain a dimension)");
+      return "the constant " + shape_of(t) +
+             (linear ? " needs a 2-D input and the Linear's input cannot be proven 2-D"
+                     : " has a batch dimension and the input is not provably batched "
+                       "(an unbatched input would gain a dimension)");
     }
     const int64_t channel_dim = linear ? t.dim() - 1 : t.dim() - (p.op.spatial_dims + 1);
     if (t.numel() == 1) {
@@ -110,7 +110,9 @@ std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, 
     } else {
       bool ok = channel_dim >= 0 && t.size(channel_dim) == channels;
       for (int64_t i = 0; ok && i < t.dim(); ++i) ok = i == channel_dim || t.size(i) == 1;
-      if (!ok) return "the constant " + shape_of(t) + " is not a per-channel constant for " + std::to_string(channels) + " channels";
+      if (!ok)
+        return "the constant " + shape_of(t) + " is not a per-channel constant for " + std::to_string(channels) +
+               " channels";
       per_channel = t.to(at::kCPU, at::kDouble).reshape({channels});
     }
   }
@@ -138,7 +140,10 @@ std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, 
 using FoldMemo = std::map<std::string, FoldOutcome>;
 
 void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, double* fold_ms, FoldMemo& memo) {
-  auto skip = [&](std::string reason) { p.fold = false; p.reason = std::move(reason); };
+  auto skip = [&](std::string reason) {
+    p.fold = false;
+    p.reason = std::move(reason);
+  };
   const bool constant = p.norm.constant.has_value();
   if (!p.norm.problem.empty()) {
     return skip(constant ? p.norm.problem : p.norm.kind + " '" + p.norm.path + "': " + p.norm.problem);
@@ -167,8 +172,9 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
       in.bias64 = e->second.second;
     }
   }
-  const std::string memo_key = constant || p.norm.path.empty() ? std::string()
-      : p.op.weight->key() + '\x1f' + p.norm.kind + '\x1f' + p.norm.path;
+  const std::string memo_key = constant || p.norm.path.empty()
+                                   ? std::string()
+                                   : p.op.weight->key() + '\x1f' + p.norm.kind + '\x1f' + p.norm.path;
   if (!memo_key.empty()) {
     auto hit = memo.find(memo_key);
     if (hit != memo.end()) {
@@ -222,8 +228,7 @@ bool same_site(const Site& a, const Site& b) { return a.value == b.value && a.fr
 
 // One pass of the rules that tie pairs together; returns whether it changed anything.
 bool enforce_consistency(const ProgramView& view, std::vector<Pair>& pairs,
-                         const std::map<std::string, std::vector<Site>>& readers,
-                         const std::set<std::string>& tied) {
+                         const std::map<std::string, std::vector<Site>>& readers, const std::set<std::string>& tied) {
   bool changed = false;
   auto skip = [&](Pair& p, const std::string& why) {
     if (!p.fold) return;
@@ -251,7 +256,8 @@ bool enforce_consistency(const ProgramView& view, std::vector<Pair>& pairs,
     const Pair& first = *group.front();
     for (Pair* p : group) {
       if (tied.count(key)) skip(*p, "the weight '" + key + "' is shared with another parameter (tied)");
-      if (p->norm.path != first.norm.path) skip(*p, "'" + key + "' is followed by different BatchNorms at different call sites");
+      if (p->norm.path != first.norm.path)
+        skip(*p, "'" + key + "' is followed by different BatchNorms at different call sites");
     }
     for (const std::string& attr : {key, first.op.bias ? first.op.bias->key() : std::string()}) {
       if (attr.empty() || !readers.count(attr)) continue;
@@ -273,7 +279,8 @@ bool enforce_consistency(const ProgramView& view, std::vector<Pair>& pairs,
     bool all = group.size() == view.frames_running(node).size();
     for (Pair* p : group) all = all && p->fold && p->op.weight_chain.size() == 1;
     if (!all) {
-      for (Pair* p : group) skip(*p, "the convolution has no bias and its code is shared with instances that cannot fold");
+      for (Pair* p : group)
+        skip(*p, "the convolution has no bias and its code is shared with instances that cannot fold");
     }
   }
   return changed;
@@ -342,7 +349,8 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
     p.op = std::move(*op);
     p.method = u.holder->root_method;
     p.norm = std::move(u);
-    const bool excluded = std::find(options.exclude.begin(), options.exclude.end(), p.norm.path) != options.exclude.end();
+    const bool excluded = std::find(options.exclude.begin(), options.exclude.end(), p.norm.path) !=
+                          options.exclude.end();
     if (excluded) {
       p.reason = options.exclude_reason;
     } else if (options.only && !options.only->count({op_path(p.op), p.norm.path})) {

@@ -55,7 +55,7 @@ struct Pair {
   std::vector<Site> chain;  // from the norm's input back to the operator's output
   std::string method;       // the root method it was found in
   bool fold = false;
-  std::string reason;       // why not, when !fold
+  std::string reason;  // why not, when !fold
   std::optional<Folded> folded;
 };
 

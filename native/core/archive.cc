@@ -25,8 +25,8 @@ constexpr size_t kProblemLimit = 20;
 
 uint16_t u16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint32_t u32(const unsigned char* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
 }
 uint64_t u64(const unsigned char* p) { return u32(p) | (static_cast<uint64_t>(u32(p + 4)) << 32); }
 
@@ -65,8 +65,8 @@ Error not_a_zip(const std::string& path, const std::string& why) {
 
 // The zip64 extended information of a central entry, for the fields the
 // 32-bit header marks as 0xFFFFFFFF.
-void apply_zip64_extra(ZipEntry& e, const unsigned char* extra, size_t len, bool need_size,
-                       bool need_compressed, bool need_offset) {
+void apply_zip64_extra(ZipEntry& e, const unsigned char* extra, size_t len, bool need_size, bool need_compressed,
+                       bool need_offset) {
   size_t pos = 0;
   while (pos + 4 <= len) {
     const uint16_t id = u16(extra + pos);
@@ -98,7 +98,10 @@ std::vector<ZipEntry> read_directory(File& file, const std::string& path) {
   if (!file.read(size - tail_len, tail.data(), tail_len)) throw not_a_zip(path, "cannot read its end");
   int64_t end = -1;
   for (int64_t i = static_cast<int64_t>(tail_len) - 22; i >= 0; --i) {
-    if (u32(&tail[i]) == kEndSig) { end = i; break; }
+    if (u32(&tail[i]) == kEndSig) {
+      end = i;
+      break;
+    }
   }
   if (end < 0) throw not_a_zip(path, "no end of central directory");
   const unsigned char* eocd = &tail[end];
@@ -124,10 +127,12 @@ std::vector<ZipEntry> read_directory(File& file, const std::string& path) {
   out.reserve(count);
   size_t pos = 0;
   for (uint64_t i = 0; i < count; ++i) {
-    if (pos + 46 > cd.size() || u32(&cd[pos]) != kCentralSig) throw not_a_zip(path, "directory entry " + std::to_string(i) + " is damaged");
+    if (pos + 46 > cd.size() || u32(&cd[pos]) != kCentralSig)
+      throw not_a_zip(path, "directory entry " + std::to_string(i) + " is damaged");
     const unsigned char* h = &cd[pos];
     const size_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
-    if (pos + 46 + name_len + extra_len + comment_len > cd.size()) throw not_a_zip(path, "directory entry " + std::to_string(i) + " is damaged");
+    if (pos + 46 + name_len + extra_len + comment_len > cd.size())
+      throw not_a_zip(path, "directory entry " + std::to_string(i) + " is damaged");
     ZipEntry e;
     e.name.assign(reinterpret_cast<const char*>(h + 46), name_len);
     e.method = u16(h + 10);
@@ -205,7 +210,8 @@ bool is_tensor_record(const std::string& name) {
   // <archive>/data/<n> or <archive>/constants/<n>: a tensor's bytes.
   const auto slash = name.find_last_of('/');
   if (slash == std::string::npos || slash + 1 == name.size() ||
-      name.find_first_not_of("0123456789", slash + 1) != std::string::npos) return false;
+      name.find_first_not_of("0123456789", slash + 1) != std::string::npos)
+    return false;
   const auto dir_start = name.find_last_of('/', slash - 1);
   const std::string dir = name.substr(dir_start == std::string::npos ? 0 : dir_start + 1,
                                       slash - (dir_start == std::string::npos ? 0 : dir_start + 1));
@@ -219,14 +225,18 @@ std::vector<std::string> verify_archive(const std::string& path, const std::vect
   std::vector<std::string> problems;
   size_t extra = 0;
   auto note = [&](const std::string& line) {
-    if (problems.size() < kProblemLimit) problems.push_back(line); else ++extra;
+    if (problems.size() < kProblemLimit) problems.push_back(line);
+    else ++extra;
   };
   std::unordered_set<std::string> names;
   for (const auto& e : entries) {
     if (!tensors && is_tensor_record(e.name)) continue;
     const std::string r = "record " + e.name + ": ";
     if (!names.insert(e.name).second) note(r + "appears twice in the directory");
-    if (e.data_offset == 0) { note(r + "its local header is missing or damaged"); continue; }
+    if (e.data_offset == 0) {
+      note(r + "its local header is missing or damaged");
+      continue;
+    }
     unsigned char local[30];
     std::vector<char> local_name;
     if (file.read(e.header_offset, local, 30)) {
@@ -236,15 +246,24 @@ std::vector<std::string> verify_archive(const std::string& path, const std::vect
         note(r + "its local header names another record");
       }
     }
-    if (e.method != 0 && e.method != 8) { note(r + "unknown compression method " + std::to_string(e.method)); continue; }
+    if (e.method != 0 && e.method != 8) {
+      note(r + "unknown compression method " + std::to_string(e.method));
+      continue;
+    }
     if (e.data_offset > file.size() || e.compressed_size > file.size() - e.data_offset) {
       note(r + "its data runs past the end of the file");
       continue;
     }
-    if (e.method == 0 && e.compressed_size != e.size) { note(r + "stored, but its two sizes differ"); continue; }
+    if (e.method == 0 && e.compressed_size != e.size) {
+      note(r + "stored, but its two sizes differ");
+      continue;
+    }
     uint32_t crc = 0;
     uint64_t produced = 0;
-    if (!record_crc(file, e, crc, produced)) { note(r + "its compressed data cannot be inflated"); continue; }
+    if (!record_crc(file, e, crc, produced)) {
+      note(r + "its compressed data cannot be inflated");
+      continue;
+    }
     if (produced != e.size) {
       note(r + "holds " + std::to_string(produced) + " bytes, the directory says " + std::to_string(e.size));
     } else if (crc != e.crc32) {
@@ -285,8 +304,7 @@ class RecordingReader final : public caffe2::serialize::ReadAdapterInterface {
   mutable std::unordered_map<const void*, std::pair<std::string, size_t>> buffers_;
 };
 
-std::shared_ptr<RecordingReader> make_recording_reader(const std::string& path,
-                                                       const std::vector<ZipEntry>& entries) {
+std::shared_ptr<RecordingReader> make_recording_reader(const std::string& path, const std::vector<ZipEntry>& entries) {
   return std::make_shared<RecordingReader>(path, entries);
 }
 
@@ -309,13 +327,14 @@ struct StorageWalk {
     const void* data = storage.data();
     if (nbytes > 0 && data == nullptr) {
       throw Error(ErrorCode::FileCorrupt, path + " is damaged: the tensor " + where + " needs " +
-                  std::to_string(nbytes) + " bytes but its record in the archive is empty.");
+                                              std::to_string(nbytes) +
+                                              " bytes but its record in the archive is empty.");
     }
     if (const auto* src = reader.source_of(data)) {
       if (nbytes > src->second) {
         throw Error(ErrorCode::FileCorrupt, path + " is damaged: the tensor " + where + " needs " +
-                    std::to_string(nbytes) + " bytes but its record " + src->first + " holds " +
-                    std::to_string(src->second) + ".");
+                                                std::to_string(nbytes) + " bytes but its record " + src->first +
+                                                " holds " + std::to_string(src->second) + ".");
       }
     }
   }

@@ -43,15 +43,13 @@ std::vector<std::string> verify_archive(const std::string& path, const std::vect
 // A file reader for torch::jit::load that notes which buffer each stored
 // record was read into, and how many bytes that was.
 class RecordingReader;
-std::shared_ptr<RecordingReader> make_recording_reader(const std::string& path,
-                                                       const std::vector<ZipEntry>& entries);
+std::shared_ptr<RecordingReader> make_recording_reader(const std::string& path, const std::vector<ZipEntry>& entries);
 std::shared_ptr<caffe2::serialize::ReadAdapterInterface> as_read_adapter(
     const std::shared_ptr<RecordingReader>& reader);
 
 // Throws Error(FileCorrupt) when a tensor of `module` (parameters, buffers,
 // attributes, constants in its code) has a storage larger than the record it
 // was read from, or no data at all for a non-empty storage.
-void check_storages(const torch::jit::Module& module, const RecordingReader& reader,
-                    const std::string& path);
+void check_storages(const torch::jit::Module& module, const RecordingReader& reader, const std::string& path);
 
 }  // namespace torchfold::core

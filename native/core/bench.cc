@@ -44,8 +44,8 @@ PeerResult peer_transform(const torch::jit::Module& module, const std::string& k
   return r;
 }
 
-std::vector<double> time_forward(const torch::jit::Module& module, const std::vector<Value>& inputs,
-                                 int iterations, int warmup) {
+std::vector<double> time_forward(const torch::jit::Module& module, const std::vector<Value>& inputs, int iterations,
+                                 int warmup) {
   apply_thread_settings();
   for (int i = 0; i < warmup; ++i) run_method(module, "forward", inputs);
   std::vector<double> out;

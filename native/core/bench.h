@@ -27,8 +27,8 @@ PeerResult peer_transform(const torch::jit::Module& module, const std::string& k
 
 // Calls forward `warmup` times, then `iterations` times, timing each call
 // with a steady clock; milliseconds per call.
-std::vector<double> time_forward(const torch::jit::Module& module, const std::vector<Value>& inputs,
-                                 int iterations, int warmup);
+std::vector<double> time_forward(const torch::jit::Module& module, const std::vector<Value>& inputs, int iterations,
+                                 int warmup);
 
 // A deep copy with every floating-point parameter and buffer cast to `dtype`
 // ("float64" for a reference copy).

@@ -7,7 +7,9 @@
 #include <stdexcept>
 #include <string>
 
-namespace c10 { class Error; }
+namespace c10 {
+class Error;
+}
 
 namespace torchfold::core {
 
@@ -31,8 +33,7 @@ const char* code_name(ErrorCode code);
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const { return code_; }
 
  private:

@@ -14,9 +14,7 @@ namespace torchfold::core {
 
 namespace {
 
-at::Tensor to_f64_cpu(const at::Tensor& t) {
-  return t.detach().to(at::kCPU, at::kDouble).contiguous();
-}
+at::Tensor to_f64_cpu(const at::Tensor& t) { return t.detach().to(at::kCPU, at::kDouble).contiguous(); }
 
 bool all_finite(const at::Tensor& t) { return !t.defined() || at::isfinite(t).all().item<bool>(); }
 
@@ -195,9 +193,15 @@ FoldOutcome finish(const FoldInput& in, ExactWeight exact, const at::Tensor& b64
 FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
   FoldOutcome r;
   const at::Tensor& w = in.weight;
-  if (auto why = check_weight(in)) { r.reason = *why; return r; }
+  if (auto why = check_weight(in)) {
+    r.reason = *why;
+    return r;
+  }
   const int64_t channels = out_channels(w, in.layout, in.groups);
-  if (auto why = check_stats(norm, channels)) { r.reason = *why; return r; }
+  if (auto why = check_stats(norm, channels)) {
+    r.reason = *why;
+    return r;
+  }
 
   const at::Tensor mean = to_f64_cpu(norm.mean), var = to_f64_cpu(norm.var);
   const at::Tensor gamma = norm.gamma.defined() ? to_f64_cpu(norm.gamma) : at::ones_like(mean);
@@ -210,13 +214,22 @@ FoldOutcome fold(const FoldInput& in, const NormStats& norm) {
 
 FoldOutcome fold_affine(const FoldInput& in, const AffineMap& map) {
   FoldOutcome r;
-  if (auto why = check_weight(in)) { r.reason = *why; return r; }
+  if (auto why = check_weight(in)) {
+    r.reason = *why;
+    return r;
+  }
   const at::Tensor& w = in.weight;
   const int64_t channels = out_channels(w, in.layout, in.groups);
   for (const auto* t : {&map.scale, &map.shift}) {
     if (!t->defined()) continue;
-    if (t->numel() != channels) { r.reason = describe_channels("the constant", t->numel(), channels); return r; }
-    if (!all_finite(*t)) { r.reason = "the constant is not finite"; return r; }
+    if (t->numel() != channels) {
+      r.reason = describe_channels("the constant", t->numel(), channels);
+      return r;
+    }
+    if (!all_finite(*t)) {
+      r.reason = "the constant is not finite";
+      return r;
+    }
   }
   if (map.divide && map.scale.defined() && map.scale.eq(0).any().item<bool>()) {
     r.reason = "the divisor has zeros";

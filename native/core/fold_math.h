@@ -30,8 +30,8 @@ enum class WeightLayout {
 };
 
 struct NormStats {
-  at::Tensor mean, var;   // required
-  at::Tensor gamma, beta; // undefined when affine=False
+  at::Tensor mean, var;    // required
+  at::Tensor gamma, beta;  // undefined when affine=False
   double eps = 1e-5;
 };
 
@@ -52,7 +52,7 @@ struct ExactWeight {
 
 struct FoldInput {
   at::Tensor weight;
-  at::Tensor bias;        // undefined when the conv has none
+  at::Tensor bias;  // undefined when the conv has none
   // The exact values of weight and bias when an earlier fold in the same run
   // produced them: a chain (conv -> mul -> BN) is then rounded once, at the
   // end, instead of once per step. Empty/undefined: use weight/bias.

@@ -20,9 +20,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 // One entry per (operator, norm): a pair reached from several root methods
 // (forward calling _forward_impl, an exported method) is listed once. Entries
@@ -127,10 +125,12 @@ void check_groups(const torch::jit::Module& module, const Analysis& a,
     }
     if (found.empty()) {
       for (const Pair& p : a.pairs) {
-        if (p.norm.path == g[1]) fail("'" + g[1] + "' runs on the output of '" + op_path(p.op) + "', not of '" + g[0] + "'");
+        if (p.norm.path == g[1])
+          fail("'" + g[1] + "' runs on the output of '" + op_path(p.op) + "', not of '" + g[0] + "'");
       }
       for (const Pair& p : a.pairs) {
-        if (op_path(p.op) == g[0]) fail("the output of '" + g[0] + "' goes to '" + p.norm.path + "', not to '" + g[1] + "'");
+        if (op_path(p.op) == g[0])
+          fail("the output of '" + g[0] + "' goes to '" + p.norm.path + "', not to '" + g[1] + "'");
       }
       fail("not a convolution/linear -> BatchNorm pair in the graph ('" + g[1] +
            "' is not a BatchNorm that runs directly on the output of '" + g[0] + "')");

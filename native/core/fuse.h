@@ -30,21 +30,21 @@ struct FuseOptions {
 };
 
 struct PairReport {
-  std::string method;     // first root method the pair was found in
+  std::string method;                // first root method the pair was found in
   std::vector<std::string> methods;  // every root method it runs under
-  std::string conv;       // module path of the operator's weight owner
-  std::string norm;       // module path of the normalization
-  std::string kind;       // "Conv2d", "ConvTranspose2d", "Linear", "Conv2d (functional)"
-  std::string norm_kind;  // "BatchNorm2d", "FrozenBatchNorm2d", "batch_norm"
+  std::string conv;                  // module path of the operator's weight owner
+  std::string norm;                  // module path of the normalization
+  std::string kind;                  // "Conv2d", "ConvTranspose2d", "Linear", "Conv2d (functional)"
+  std::string norm_kind;             // "BatchNorm2d", "FrozenBatchNorm2d", "batch_norm"
   bool folded = false;
-  std::string reason;     // why not, when !folded
-  std::string constant;   // constant absorption: "scalar 0.5", "'scale' [8, 1, 1]"
+  std::string reason;    // why not, when !folded
+  std::string constant;  // constant absorption: "scalar 0.5", "'scale' [8, 1, 1]"
 };
 
 struct StepReport {
   std::string name;  // "fold", "tune", "constants"
   int round = 1;
-  int changed = 0;   // pairs folded (or rewritten) by this step
+  int changed = 0;  // pairs folded (or rewritten) by this step
   double ms = 0;
 };
 

@@ -257,11 +257,8 @@ class Numbering {
         out.push_back({index(user), input, -1});
       }
     }
-    auto key = [](const GraphUse& u) {
-      return std::make_tuple(u.node < 0 ? INT_MAX : u.node, u.block, u.input);
-    };
-    std::sort(out.begin(), out.end(),
-              [&](const GraphUse& a, const GraphUse& b) { return key(a) < key(b); });
+    auto key = [](const GraphUse& u) { return std::make_tuple(u.node < 0 ? INT_MAX : u.node, u.block, u.input); };
+    std::sort(out.begin(), out.end(), [&](const GraphUse& a, const GraphUse& b) { return key(a) < key(b); });
     return out;
   }
 
@@ -393,8 +390,7 @@ class ModulePaths {
     const JValue* self = graph_self(*caller);
     std::set<std::string> hits;
     for (const Node* n : calls) {
-      if (n->kind() != c10::prim::CallMethod || n->s(c10::attr::name) != method ||
-          !(n->sourceRange() == range)) {
+      if (n->kind() != c10::prim::CallMethod || n->s(c10::attr::name) != method || !(n->sourceRange() == range)) {
         continue;
       }
       auto p = attr_path(n->input(0), self);
@@ -408,14 +404,12 @@ class ModulePaths {
 
   // Without a matching call: a child of that name, else the first descendant
   // of that name and type.
-  static std::optional<std::string> guess(const torch::jit::Module& cur,
-                                          const torch::jit::ModuleInstanceInfo& info) {
+  static std::optional<std::string> guess(const torch::jit::Module& cur, const torch::jit::ModuleInstanceInfo& info) {
     const std::string name = info.instance_name();
     if (name == "SELF") return std::string();
     if (cur.hasattr(name) && cur.attr(name).isModule()) return name;
     for (const auto& item : cur.named_modules()) {
-      if (!item.name.empty() && last_component(item.name) == name &&
-          item.value.type() == info.class_type()) {
+      if (!item.name.empty() && last_component(item.name) == name && item.value.type() == info.class_type()) {
         return item.name;
       }
     }
@@ -443,16 +437,14 @@ void all_nodes(Block* b, std::vector<Node*>& out) {
 
 // An in-place ATen op: aten::relu_, aten::add_, not aten::__and__.
 bool in_place(const std::string& kind) {
-  return kind.rfind("aten::", 0) == 0 && kind.size() > 7 && kind.back() == '_' &&
-         kind[kind.size() - 2] != '_';
+  return kind.rfind("aten::", 0) == 0 && kind.size() > 7 && kind.back() == '_' && kind[kind.size() - 2] != '_';
 }
 
 // In-place ops that may change their operand's shape.
 const std::set<std::string>& reshaping_in_place() {
   static const std::set<std::string> kinds = {
-      "aten::resize_", "aten::resize_as_", "aten::squeeze_", "aten::unsqueeze_",
-      "aten::transpose_", "aten::t_", "aten::set_", "aten::as_strided_", "aten::swapdims_",
-      "aten::swapaxes_", "aten::copy_"};
+      "aten::resize_", "aten::resize_as_",  "aten::squeeze_",  "aten::unsqueeze_", "aten::transpose_", "aten::t_",
+      "aten::set_",    "aten::as_strided_", "aten::swapdims_", "aten::swapaxes_",  "aten::copy_"};
   return kinds;
 }
 
@@ -672,24 +664,22 @@ class ShapePass {
   std::vector<std::pair<JValue*, Node*>> stand_ins_;
 };
 
-void check_shapes(const Graph& graph, const std::string& method,
-                  const std::vector<std::vector<int64_t>>& shapes) {
+void check_shapes(const Graph& graph, const std::string& method, const std::vector<std::vector<int64_t>>& shapes) {
   const JValue* self = graph_self(graph);
   size_t tensors = 0;
   for (size_t i = self ? 1 : 0; i < graph.inputs().size(); ++i) {
     if (graph.inputs()[i]->type()->kind() == c10::TypeKind::TensorType) ++tensors;
   }
   if (shapes.size() > tensors) {
-    throw Error(ErrorCode::InvalidArg,
-                method + "() takes " + std::to_string(tensors) + " Tensor input" +
-                (tensors == 1 ? "" : "s") + " but " + std::to_string(shapes.size()) +
-                " input shapes were given");
+    throw Error(ErrorCode::InvalidArg, method + "() takes " + std::to_string(tensors) + " Tensor input" +
+                                           (tensors == 1 ? "" : "s") + " but " + std::to_string(shapes.size()) +
+                                           " input shapes were given");
   }
   for (size_t i = 0; i < shapes.size(); ++i) {
     for (int64_t d : shapes[i]) {
       if (d < 0) {
-        throw Error(ErrorCode::InvalidArg, "Input shape " + std::to_string(i) + " " +
-                    shape_text(shapes[i]) + " has a negative size");
+        throw Error(ErrorCode::InvalidArg,
+                    "Input shape " + std::to_string(i) + " " + shape_text(shapes[i]) + " has a negative size");
       }
     }
   }
@@ -766,8 +756,7 @@ std::string escape(const std::string& s) {
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': break;
-      default:
-        out += (static_cast<unsigned char>(c) < 0x20) ? ' ' : c;
+      default: out += (static_cast<unsigned char>(c) < 0x20) ? ' ' : c;
     }
   }
   return out;
@@ -787,22 +776,20 @@ bool is_object_input(const GraphValueInfo& v) { return v.type.rfind("__torch__."
 
 const std::set<std::string>& conv_kinds() {
   static const std::set<std::string> kinds = {
-      "aten::conv1d", "aten::conv2d", "aten::conv3d",
+      "aten::conv1d",           "aten::conv2d",           "aten::conv3d",
       "aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d",
-      "aten::_convolution", "aten::convolution", "aten::linear"};
+      "aten::_convolution",     "aten::convolution",      "aten::linear"};
   return kinds;
 }
 
 const std::set<std::string>& pass_through_kinds() {
-  static const std::set<std::string> kinds = {
-      "prim::ListConstruct", "prim::TupleConstruct", "prim::ListUnpack", "prim::TupleUnpack",
-      "prim::TupleIndex", "prim::unchecked_cast"};
+  static const std::set<std::string> kinds = {"prim::ListConstruct", "prim::TupleConstruct", "prim::ListUnpack",
+                                              "prim::TupleUnpack",   "prim::TupleIndex",     "prim::unchecked_cast"};
   return kinds;
 }
 
 const std::set<std::string>& effect_kinds() {
-  static const std::set<std::string> kinds = {"prim::Print", "prim::SetAttr", "prim::CallMethod",
-                                              "prim::CallFunction"};
+  static const std::set<std::string> kinds = {"prim::Print", "prim::SetAttr", "prim::CallMethod", "prim::CallFunction"};
   return kinds;
 }
 
@@ -829,8 +816,7 @@ class DotWriter {
       if (is_object_input(v)) continue;
       std::string label = "input " + v.name;
       if (v.shape_known) label += "\n" + shape_text(v.shape);
-      os << "  in" << i << " [shape=ellipse, style=filled, fillcolor=lightblue, label="
-         << dot_string(label) << "];\n";
+      os << "  in" << i << " [shape=ellipse, style=filled, fillcolor=lightblue, label=" << dot_string(label) << "];\n";
     }
     emit_block(os, -1, -1, 1);
     for (size_t k = 0; k < info_.outputs.size(); ++k) {
@@ -838,8 +824,7 @@ class DotWriter {
       if (const GraphValueInfo* v = value_at(info_.outputs[k])) {
         if (v->shape_known) label += "\n" + shape_text(v->shape);
       }
-      os << "  out" << k << " [shape=ellipse, style=filled, fillcolor=lightgrey, label="
-         << dot_string(label) << "];\n";
+      os << "  out" << k << " [shape=ellipse, style=filled, fillcolor=lightgrey, label=" << dot_string(label) << "];\n";
     }
     emit_edges(os);
     os << "}\n";
@@ -849,8 +834,7 @@ class DotWriter {
  private:
   const GraphValueInfo* value_at(const GraphValueRef& r) const {
     if (r.node < 0) {
-      return r.input >= 0 && static_cast<size_t>(r.input) < info_.inputs.size() ? &info_.inputs[r.input]
-                                                                                : nullptr;
+      return r.input >= 0 && static_cast<size_t>(r.input) < info_.inputs.size() ? &info_.inputs[r.input] : nullptr;
     }
     if (static_cast<size_t>(r.node) >= n_ || r.output < 0) return nullptr;
     const auto& outs = info_.nodes[r.node].outputs;
@@ -998,8 +982,7 @@ class DotWriter {
     for (const auto& h : highlights_) {
       bool hit = false;
       if (call) {
-        hit = !node.callee.empty() && ((!h.conv.empty() && target == h.conv) ||
-                                       (!h.norm.empty() && target == h.norm));
+        hit = !node.callee.empty() && ((!h.conv.empty() && target == h.conv) || (!h.norm.empty() && target == h.norm));
       } else if (conv_kinds().count(node.kind)) {
         hit = node.module == h.conv;
       } else if (node.kind == "aten::batch_norm") {
@@ -1033,8 +1016,7 @@ class DotWriter {
         if (!block_has_drawn(idx, b)) continue;
         const std::string pad(indent * 2, ' ');
         os << pad << "subgraph cluster_n" << idx << "_b" << b << " {\n";
-        os << pad << "  label=" << dot_string(node.kind + " n" + std::to_string(idx) + " block " +
-                                          std::to_string(b))
+        os << pad << "  label=" << dot_string(node.kind + " n" + std::to_string(idx) + " block " + std::to_string(b))
            << ";\n";
         os << pad << "  style=dashed;\n";
         emit_block(os, idx, b, indent + 1);

@@ -49,7 +49,7 @@ struct GraphValueInfo {
 
 struct GraphNodeInfo {
   int index = -1;
-  std::string kind;    // "aten::conv2d", "prim::CallMethod", ...
+  std::string kind;  // "aten::conv2d", "prim::CallMethod", ...
   // The module instance that runs the node: "" for the root, "layer1.0.conv1".
   // Inlined graphs: from the node's inlined call stack; other graphs: "".
   std::string module;
@@ -57,9 +57,9 @@ struct GraphNodeInfo {
   // the receiver is read from self through attributes; prim::CallFunction: the
   // function's qualified name without "__torch__."; otherwise "".
   std::string callee;
-  std::string scope;   // source location "file:line:col", "" when unknown
-  int parent = -1;     // the If/Loop (or other node) whose block holds this one
-  int block = -1;      // which of the parent's blocks
+  std::string scope;  // source location "file:line:col", "" when unknown
+  int parent = -1;    // the If/Loop (or other node) whose block holds this one
+  int block = -1;     // which of the parent's blocks
   std::vector<GraphValueRef> inputs;
   std::vector<GraphValueInfo> outputs;
   // prim::Constant: its value, briefly ("3", "1e-05", "True", "\"zeros\"",
@@ -70,9 +70,9 @@ struct GraphNodeInfo {
 struct GraphInfo {
   std::string method;
   bool inlined = false;
-  std::vector<GraphValueInfo> inputs;   // self included
+  std::vector<GraphValueInfo> inputs;  // self included
   std::vector<GraphValueRef> outputs;
-  std::vector<GraphNodeInfo> nodes;     // depth-first pre-order
+  std::vector<GraphNodeInfo> nodes;  // depth-first pre-order
 };
 
 // The nodes of `method`, depth-first pre-order: a node's blocks follow it

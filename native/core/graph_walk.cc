@@ -9,9 +9,7 @@ namespace {
 
 constexpr int kMaxDepth = 128;
 
-bool is_module_value(const c10::IValue& v) {
-  return v.isObject() && v.toObjectRef().type()->is_module();
-}
+bool is_module_value(const c10::IValue& v) { return v.isObject() && v.toObjectRef().type()->is_module(); }
 
 std::optional<c10::IValue> local_constant(JValue* v) {
   if (v->node()->kind() != c10::prim::Constant) return std::nullopt;
@@ -45,8 +43,7 @@ std::optional<bool> local_constant_bool(JValue* v) {
       const bool equal = *a == *b;
       return (n->kind() == c10::aten::eq || n->kind() == c10::aten::__is__) ? equal : !equal;
     }
-    default:
-      return std::nullopt;
+    default: return std::nullopt;
   }
 }
 
@@ -128,12 +125,12 @@ const std::vector<const Frame*>& ProgramView::frames_running(const Node* n) cons
   return it == node_frames_.end() ? none : it->second;
 }
 
-std::optional<std::pair<torch::jit::Module, std::string>> ProgramView::module_of(
-    JValue* v, const Frame& frame) const {
+std::optional<std::pair<torch::jit::Module, std::string>> ProgramView::module_of(JValue* v, const Frame& frame) const {
   Node* n = v->node();
   if (n->kind() == c10::prim::Param && n == frame.graph->param_node()) {
     if (v->offset() == 0 && !frame.is_function) return std::make_pair(frame.instance, frame.path);
-    if (frame.caller) return module_of(frame.call_node->input(v->offset() + (frame.is_function ? 1 : 0)), *frame.caller);
+    if (frame.caller)
+      return module_of(frame.call_node->input(v->offset() + (frame.is_function ? 1 : 0)), *frame.caller);
     return std::nullopt;
   }
   if (n->kind() != c10::prim::GetAttr) return std::nullopt;

@@ -25,12 +25,12 @@ using JValue = torch::jit::Value;
 
 struct Frame {
   const Frame* caller = nullptr;
-  Node* call_node = nullptr;               // the CallMethod/CallFunction in the caller's graph
-  bool is_function = false;                // a free function: no self, inputs shift by one
-  torch::jit::Module instance;             // the module running this graph
-  std::string path;                        // "" for the root, "layer1.0.conv1"
-  std::string root_method;                 // the root method this frame runs under
-  std::string method;                      // this graph's method name
+  Node* call_node = nullptr;    // the CallMethod/CallFunction in the caller's graph
+  bool is_function = false;     // a free function: no self, inputs shift by one
+  torch::jit::Module instance;  // the module running this graph
+  std::string path;             // "" for the root, "layer1.0.conv1"
+  std::string root_method;      // the root method this frame runs under
+  std::string method;           // this graph's method name
   std::shared_ptr<torch::jit::Graph> graph;
   std::vector<std::unique_ptr<Frame>> children;
   std::map<const Node*, Frame*> child_for_call;

@@ -20,12 +20,9 @@ using torch::jit::Graph;
 using Object = c10::ivalue::Object;
 
 const std::set<std::string> kCandidates = {
-    "torch.nn.modules.linear.Linear",
-    "torch.nn.modules.conv.Conv1d",
-    "torch.nn.modules.conv.Conv2d",
-    "torch.nn.modules.conv.Conv3d",
-    "torch.nn.modules.conv.ConvTranspose1d",
-    "torch.nn.modules.conv.ConvTranspose2d",
+    "torch.nn.modules.linear.Linear",        "torch.nn.modules.conv.Conv1d",
+    "torch.nn.modules.conv.Conv2d",          "torch.nn.modules.conv.Conv3d",
+    "torch.nn.modules.conv.ConvTranspose1d", "torch.nn.modules.conv.ConvTranspose2d",
     "torch.nn.modules.conv.ConvTranspose3d",
 };
 
@@ -36,9 +33,7 @@ std::string short_name(const std::string& qualified) {
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
 
-bool is_module_value(const c10::IValue& v) {
-  return v.isObject() && v.toObjectRef().type()->is_module();
-}
+bool is_module_value(const c10::IValue& v) { return v.isObject() && v.toObjectRef().type()->is_module(); }
 
 const Object* object_of(const torch::jit::Module& m) { return m._ivalue().get(); }
 
@@ -55,8 +50,8 @@ struct Layer {
   torch::jit::Module module;
   std::vector<TensorSlot> tensors;  // floating-point parameters and buffers
   bool selected = false;
-  bool ok = false;                  // still on its way to being converted
-  std::vector<Node*> call_sites;    // boundary calls of forward that can run
+  bool ok = false;                // still on its way to being converted
+  std::vector<Node*> call_sites;  // boundary calls of forward that can run
 };
 
 struct CallSite {
@@ -131,8 +126,7 @@ int64_t parameter_count(const torch::jit::Module& m) {
 }
 
 // Why a selected layer cannot hold the dtype, from its tensors alone.
-std::string dtype_problem(const torch::jit::Module& m, const std::vector<TensorSlot>& tensors,
-                          c10::ScalarType dtype) {
+std::string dtype_problem(const torch::jit::Module& m, const std::vector<TensorSlot>& tensors, c10::ScalarType dtype) {
   if (!m.hasattr("weight") || !m.attr("weight").isTensor() || !m.attr("weight").toTensor().defined()) {
     return "it has no weight tensor";
   }
@@ -157,7 +151,8 @@ std::map<const void*, std::vector<std::pair<const Object*, std::string>>> storag
     for (size_t i = 0; i < type->numAttributes() && i < obj->slots().size(); ++i) {
       const c10::IValue& v = obj->getSlot(i);
       if (!v.isTensor() || !v.toTensor().defined() || !v.toTensor().has_storage()) continue;
-      out[v.toTensor().storage().unsafeGetStorageImpl()].emplace_back(obj, join_path(nm.name, type->getAttributeName(i)));
+      out[v.toTensor().storage().unsafeGetStorageImpl()].emplace_back(obj,
+                                                                      join_path(nm.name, type->getAttributeName(i)));
     }
   }
   return out;
@@ -237,11 +232,12 @@ std::string half_dtype_name(c10::ScalarType dtype) {
 
 HalfReport convert_to_half(torch::jit::Module& module, const HalfOptions& options) {
   if (options.dtype != at::kHalf && options.dtype != at::kBFloat16) {
-    throw Error(ErrorCode::InvalidArg, std::string("toHalf: dtype must be float16 or bfloat16, not ") +
-                                           c10::toString(options.dtype));
+    throw Error(ErrorCode::InvalidArg,
+                std::string("toHalf: dtype must be float16 or bfloat16, not ") + c10::toString(options.dtype));
   }
   if (options.min_params < 0) {
-    throw Error(ErrorCode::InvalidArg, "toHalf: minParams must be 0 or more, not " + std::to_string(options.min_params));
+    throw Error(ErrorCode::InvalidArg,
+                "toHalf: minParams must be 0 or more, not " + std::to_string(options.min_params));
   }
   const c10::ScalarType dtype = options.dtype;
 
@@ -389,7 +385,8 @@ HalfReport convert_to_half(torch::jit::Module& module, const HalfOptions& option
     for (Node* n : site_order) {
       const CallSite& s = sites[n];
       std::string blocker;
-      if (auto f = foreign.find(n); f != foreign.end()) blocker = in_quotes(f->second) + ", which is not a Linear or Conv";
+      if (auto f = foreign.find(n); f != foreign.end())
+        blocker = in_quotes(f->second) + ", which is not a Linear or Conv";
       for (size_t i : s.layers) {
         if (blocker.empty() && !layers[i].ok) blocker = in_quotes(layers[i].report.path) + ", which is not converted";
       }
@@ -421,8 +418,8 @@ HalfReport convert_to_half(torch::jit::Module& module, const HalfOptions& option
     for (const auto& t : l.tensors) {
       at::Tensor h = t.value.detach().to(dtype);
       if (t.value.requires_grad()) h.set_requires_grad(true);
-      report.bytes_saved += t.value.numel() * (static_cast<int64_t>(t.value.element_size()) -
-                                                 static_cast<int64_t>(h.element_size()));
+      report.bytes_saved += t.value.numel() *
+                            (static_cast<int64_t>(t.value.element_size()) - static_cast<int64_t>(h.element_size()));
       obj->setSlot(t.slot, h);
     }
     for (const auto& method : l.module.get_methods()) {
@@ -432,7 +429,8 @@ HalfReport convert_to_half(torch::jit::Module& module, const HalfOptions& option
     report.params_converted += l.report.params;
   }
   for (Graph* g : touched) {
-    torch::jit::EliminateDeadCode(g->block(), true, torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
+    torch::jit::EliminateDeadCode(g->block(), true,
+                                  torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
   }
   report.call_sites = static_cast<int>(wrapped.size());
   report.graphs_changed = static_cast<int>(touched.size());

@@ -24,19 +24,19 @@ struct HalfOptions {
 };
 
 struct HalfLayer {
-  std::string path;        // "net.2", "layer1.0.fc"
-  std::string kind;        // class short name: "Linear", "Conv2d", "ConvTranspose1d", ...
-  int64_t params = 0;      // parameter element count
+  std::string path;    // "net.2", "layer1.0.fc"
+  std::string kind;    // class short name: "Linear", "Conv2d", "ConvTranspose1d", ...
+  int64_t params = 0;  // parameter element count
   bool converted = false;
-  std::string reason;      // why not, when !converted
+  std::string reason;  // why not, when !converted
 };
 
 struct HalfReport {
   std::vector<HalfLayer> layers;  // every Linear / Conv / ConvTranspose submodule, in module order
   int converted = 0;
-  int64_t params_converted = 0;   // parameter elements now stored in the half dtype
-  int64_t bytes_saved = 0;        // parameters and buffers together
-  int call_sites = 0;             // call sites wrapped in casts
+  int64_t params_converted = 0;  // parameter elements now stored in the half dtype
+  int64_t bytes_saved = 0;       // parameters and buffers together
+  int call_sites = 0;            // call sites wrapped in casts
   int graphs_changed = 0;
 };
 

@@ -27,9 +27,8 @@ namespace torchfold::core {
 
 namespace {
 
-const char* kExportHint =
-    "Export it as TorchScript first: in Python, m = torch.jit.script(model) (or "
-    "torch.jit.trace(model, example)) and then m.save('model.pt').";
+const char* kExportHint = "Export it as TorchScript first: in Python, m = torch.jit.script(model) (or "
+                          "torch.jit.trace(model, example)) and then m.save('model.pt').";
 
 void check_readable_file(const std::string& path) {
   struct stat st {};
@@ -88,8 +87,10 @@ std::vector<ZipEntry> check_torchscript_archive(const std::string& path) {
   if (magic.size() < 4 || magic.compare(0, 4, "PK\x03\x04") != 0) {
     const bool pickle = !magic.empty() && static_cast<unsigned char>(magic[0]) == 0x80;
     throw Error(ErrorCode::NotTorchScript,
-                path + (pickle ? " is a Python pickle (a legacy torch.save file), not TorchScript. "
-                               : " is not a TorchScript file (not a zip archive). ") + kExportHint);
+                path +
+                    (pickle ? " is a Python pickle (a legacy torch.save file), not TorchScript. "
+                            : " is not a TorchScript file (not a zip archive). ") +
+                    kExportHint);
   }
   std::vector<ZipEntry> entries;
   bool readable = true;
@@ -108,18 +109,20 @@ std::vector<ZipEntry> check_torchscript_archive(const std::string& path) {
   } catch (const c10::Error& e) {
     const std::string message = torch_message(e);
     if (message.find("Attempted to read a PyTorch file with version") != std::string::npos) {
-      throw Error(ErrorCode::Unsupported, path + " was written in a file format this libtorch (" +
-                  libtorch_version() + ") cannot read: " + message);
+      throw Error(ErrorCode::Unsupported, path + " was written in a file format this libtorch (" + libtorch_version() +
+                                              ") cannot read: " + message);
     }
     // PyTorch's reader needs a complete zip with a 'version' record: a damaged
     // or truncated copy, or a zip some other program wrote, ends here.
-    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (" +
-                message + "). If it is a damaged or truncated copy, copy it again. " +
-                kExportHint);
+    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (" + message +
+                                               "). If it is a damaged or truncated copy, copy it again. " +
+                                               kExportHint);
   } catch (const std::exception& e) {
     // std::stoull on a version record that is not a number.
-    throw Error(ErrorCode::NotTorchScript, path + " is not a readable TorchScript archive (its version "
-                "record cannot be parsed: " + e.what() + "). If it is a damaged copy, copy it again.");
+    throw Error(ErrorCode::NotTorchScript, path +
+                                               " is not a readable TorchScript archive (its version "
+                                               "record cannot be parsed: " +
+                                               e.what() + "). If it is a damaged copy, copy it again.");
   }
   bool has_code = false, has_constants = false, has_data = false;
   for (const auto& r : records) {
@@ -129,12 +132,12 @@ std::vector<ZipEntry> check_torchscript_archive(const std::string& path) {
   }
   if (has_code && has_constants) return entries;
   if (has_data) {
-    throw Error(ErrorCode::NotTorchScript,
-                path + " was saved with torch.save (a state_dict or pickled object), not as "
-                "TorchScript: it holds weights but no code. " + kExportHint);
+    throw Error(ErrorCode::NotTorchScript, path +
+                                               " was saved with torch.save (a state_dict or pickled object), not as "
+                                               "TorchScript: it holds weights but no code. " +
+                                               kExportHint);
   }
-  throw Error(ErrorCode::NotTorchScript,
-              path + " is a zip archive without TorchScript code. " + kExportHint);
+  throw Error(ErrorCode::NotTorchScript, path + " is a zip archive without TorchScript code. " + kExportHint);
 }
 
 template <typename List>
@@ -211,8 +214,7 @@ void remove_stale_temporaries(const std::string& dir, const std::string& base) {
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string rest = name.substr(prefix.size());
     const auto dash = rest.find('-');
-    if (dash == 0 || dash == std::string::npos ||
-        rest.find_first_not_of("0123456789") != dash) continue;
+    if (dash == 0 || dash == std::string::npos || rest.find_first_not_of("0123456789") != dash) continue;
     const long pid = std::strtol(rest.substr(0, dash).c_str(), nullptr, 10);
     if (pid <= 0 || pid == ::getpid()) continue;
     if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
@@ -240,18 +242,23 @@ Error unknown_operator_error(const std::string& path, const std::string& message
     // The archive's structure was fine (checked before), so its contents are
     // damaged, or were written by a PyTorch whose code this one cannot read.
     return Error(ErrorCode::FileCorrupt,
-                 path + " could not be loaded: its contents are damaged, or were written by a PyTorch "
-                 "that this libtorch (" + libtorch_version() + ") cannot read. libtorch said: " +
-                 trim(message));
+                 path +
+                     " could not be loaded: its contents are damaged, or were written by a PyTorch "
+                     "that this libtorch (" +
+                     libtorch_version() + ") cannot read. libtorch said: " + trim(message));
   }
   const auto start = pos + marker.size();
   const auto end = message.find_first_of(".\n", start);
   const std::string op = message.substr(start, end == std::string::npos ? std::string::npos : end - start);
   const std::string ns = op.substr(0, op.find("::"));
   return Error(ErrorCode::Unsupported,
-               path + " calls the operator " + op + ", which no loaded library registers. Load the "
-               "library that defines the '" + ns + "' operators first with loadLibrary(path) "
-               "(for torchvision: one of its _C.so or libtorchvision.so, never both). libtorch said: " + trim(message));
+               path + " calls the operator " + op +
+                   ", which no loaded library registers. Load the "
+                   "library that defines the '" +
+                   ns +
+                   "' operators first with loadLibrary(path) "
+                   "(for torchvision: one of its _C.so or libtorchvision.so, never both). libtorch said: " +
+                   trim(message));
 }
 
 }  // namespace
@@ -295,8 +302,10 @@ ModulePtr load_module(const std::string& path, const std::string& device_name_in
   if (!problems.empty()) {
     std::string lines;
     for (const auto& p : problems) lines += "\n  " + p;
-    throw Error(ErrorCode::FileCorrupt, path + " is damaged: its contents do not match the archive's "
-                "checksums, so it was not loaded. Copy it again from a good source." + lines);
+    throw Error(ErrorCode::FileCorrupt, path +
+                                            " is damaged: its contents do not match the archive's "
+                                            "checksums, so it was not loaded. Copy it again from a good source." +
+                                            lines);
   }
   // On another device, libtorch copies each tensor there while reading the
   // file, before the sizes could be checked: check a CPU load first.
@@ -332,7 +341,10 @@ void save_module(const torch::jit::Module& module, const std::string& path, cons
     throw Error(ErrorCode::Io, "Cannot save to " + path + ": " + std::strerror(errno));
   }
   const std::string tmp = tmp_dir + "/" + base;
-  auto cleanup = [&] { std::remove(tmp.c_str()); ::rmdir(tmp_dir.c_str()); };
+  auto cleanup = [&] {
+    std::remove(tmp.c_str());
+    ::rmdir(tmp_dir.c_str());
+  };
   int err = 0;
   try {
     err = write_archive(module, tmp, extra_files);
@@ -436,8 +448,7 @@ size_t module_bytes(const torch::jit::Module& module) {
   return total;
 }
 
-Value run_method(const torch::jit::Module& module, const std::string& method,
-                 const std::vector<Value>& inputs) {
+Value run_method(const torch::jit::Module& module, const std::string& method, const std::vector<Value>& inputs) {
   auto m = module.find_method(method);
   if (!m) {
     throw Error(ErrorCode::MethodNotFound, "The module has no method '" + method + "'");

@@ -45,8 +45,7 @@ std::vector<std::string> verify_file(const std::string& path);
 using ExtraFiles = std::unordered_map<std::string, std::string>;
 
 // Writes atomically: a temporary file beside `path`, flushed, then renamed.
-void save_module(const torch::jit::Module& module, const std::string& path,
-                 const ExtraFiles& extra_files = {});
+void save_module(const torch::jit::Module& module, const std::string& path, const ExtraFiles& extra_files = {});
 // Reads the named extra files of a TorchScript archive without loading the
 // model (only the zip directory and those records are read). Names missing
 // from the archive are missing from the result. Same file errors as load.
@@ -68,8 +67,7 @@ std::vector<TensorInfo> buffers(const torch::jit::Module& module);
 std::string module_device(const torch::jit::Module& module);
 size_t module_bytes(const torch::jit::Module& module);
 
-Value run_method(const torch::jit::Module& module, const std::string& method,
-                 const std::vector<Value>& inputs);
+Value run_method(const torch::jit::Module& module, const std::string& method, const std::vector<Value>& inputs);
 
 }  // namespace torchfold::core
 

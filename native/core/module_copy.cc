@@ -41,9 +41,8 @@ bool is_module(const c10::IValue& v) { return v.isObject() && v.toObjectRef().ty
 // storage that is not a whole number of elements, which the reader truncates)
 // is left to the round trip.
 bool plain_tensor(const at::Tensor& t, const c10::Device& device) {
-  return t.layout() == at::kStrided && !t.is_quantized() && !t.is_nested() && t.has_storage() &&
-         !t.is_conj() && !t.is_neg() && t.device() == device &&
-         t.storage().nbytes() % t.element_size() == 0;
+  return t.layout() == at::kStrided && !t.is_quantized() && !t.is_nested() && t.has_storage() && !t.is_conj() &&
+         !t.is_neg() && t.device() == device && t.storage().nbytes() % t.element_size() == 0;
 }
 
 // A copy of a storage's bytes, made as the serializer's reader makes one: on

@@ -154,8 +154,8 @@ void rewrite_conv(torch::jit::Graph& graph, Node* conv, const ConvPlan& plan) {
   JValue* groups = graph.insertConstant(plan.groups);
   auto emit = [&] {
     JValue* y = graph.insert(c10::Symbol::fromQualString("aten::mkldnn_convolution"),
-                             {conv->input(0), conv->input(1), conv->input(2), padding, stride, dilation, groups},
-                             {}, conv->sourceRange());
+                             {conv->input(0), conv->input(1), conv->input(2), padding, stride, dilation, groups}, {},
+                             conv->sourceRange());
     y->setType(out->type());
     return y;
   };
@@ -266,8 +266,8 @@ MkldnnRewrite mkldnn_conv_variant(const torch::jit::Module& frozen) {
           if (plan.guard) ++r.guarded;
         } else {
           ++r.kept;
-          r.kept_reasons.push_back(where + ": " + conv->kind().toQualString() + " -> %" +
-                                   conv->output()->debugName() + ": " + plan.why_not);
+          r.kept_reasons.push_back(where + ": " + conv->kind().toQualString() + " -> %" + conv->output()->debugName() +
+                                   ": " + plan.why_not);
         }
       }
       // Drops the constants only the replaced convolutions used, then checks

@@ -56,9 +56,9 @@ Variant inference_variant(const torch::jit::Module& module, bool optimize_for_in
 // graphs; a deepcopy() would share them).
 struct MkldnnRewrite {
   ModulePtr module;
-  int rewritten = 0;  // convolutions now calling mkldnn_convolution
-  int guarded = 0;    // of those, behind the rank-4 guard
-  int kept = 0;       // convolutions left as they were
+  int rewritten = 0;                      // convolutions now calling mkldnn_convolution
+  int guarded = 0;                        // of those, behind the rank-4 guard
+  int kept = 0;                           // convolutions left as they were
   std::vector<std::string> kept_reasons;  // one per kept one: "method: op: why"
   double build_ms = 0;
 };

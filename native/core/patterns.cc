@@ -36,10 +36,8 @@ void read_batch_norm(const ProgramView& view, Node* bn, const Frame* frame, bool
                      NormUnit* unit) {
   NormStats& st = unit->stats;
   auto arg = [&](size_t i) { return Site{bn->input(i), frame}; };
-  if (!tensor_arg(view, arg(1), &st.gamma, &unit->stat_keys) ||
-      !tensor_arg(view, arg(2), &st.beta, &unit->stat_keys) ||
-      !tensor_arg(view, arg(3), &st.mean, &unit->stat_keys) ||
-      !tensor_arg(view, arg(4), &st.var, &unit->stat_keys)) {
+  if (!tensor_arg(view, arg(1), &st.gamma, &unit->stat_keys) || !tensor_arg(view, arg(2), &st.beta, &unit->stat_keys) ||
+      !tensor_arg(view, arg(3), &st.mean, &unit->stat_keys) || !tensor_arg(view, arg(4), &st.var, &unit->stat_keys)) {
     unit->problem = "its parameters or statistics are computed, not stored in the module";
     return;
   }
@@ -58,7 +56,8 @@ void read_batch_norm(const ProgramView& view, Node* bn, const Frame* frame, bool
   if (!st.mean.defined() || !st.var.defined()) {
     unit->problem = "it has no running statistics (track_running_stats=False)";
   } else if (*training && !treat_training_as_eval) {
-    unit->problem = "it is in training mode (batch statistics); pass treatTrainingAsEval to fold its running statistics";
+    unit->problem =
+        "it is in training mode (batch statistics); pass treatTrainingAsEval to fold its running statistics";
   }
 }
 
@@ -104,7 +103,8 @@ std::optional<Site> module_batch_norm(const ProgramView& view, const Frame& f, s
   view.origin(Site{bn.value->node()->input(0), bn.frame}, false, &chain);
   const bool returns_it = ret.value == bn.value && ret.frame == bn.frame;
   bool reads_input = false;
-  for (const Site& s : chain) reads_input = reads_input || (s.frame == &f && s.value == f.graph->inputs().at(input_index));
+  for (const Site& s : chain)
+    reads_input = reads_input || (s.frame == &f && s.value == f.graph->inputs().at(input_index));
   if (!returns_it || !reads_input) return std::nullopt;
   return bn;
 }
@@ -142,8 +142,7 @@ std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_traini
   std::set<std::pair<const Node*, const Frame*>> owned;  // batch_norms that belong to a module unit
   for (const Frame* f : view.frames()) {
     const std::string cls = class_name(f->instance);
-    const bool module_call = f->caller && !f->is_function && f->method == "forward" &&
-                             f->graph->inputs().size() == 2;
+    const bool module_call = f->caller && !f->is_function && f->method == "forward" && f->graph->inputs().size() == 2;
     if (module_call && cls == kFrozenBatchNorm) {
       NormUnit u = module_unit(*f, cls);
       u.spatial_dims = 2;
@@ -237,12 +236,18 @@ std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
   auto at_input = [&](int i) { return Site{n->input(static_cast<size_t>(i)), terminal.frame}; };
   if (shape->transposed_input >= 0) {
     auto t = view.constant_of(at_input(shape->transposed_input), false);
-    if (!t || !t->isBool()) { op.problem = "its 'transposed' flag is not a constant"; return op; }
+    if (!t || !t->isBool()) {
+      op.problem = "its 'transposed' flag is not a constant";
+      return op;
+    }
     if (t->toBool()) op.layout = WeightLayout::Transposed;
   }
   if (shape->groups_input >= 0) {
     auto g = view.constant_of(at_input(shape->groups_input), false);
-    if (!g || !g->isInt()) { op.problem = "its groups are not a constant"; return op; }
+    if (!g || !g->isInt()) {
+      op.problem = "its groups are not a constant";
+      return op;
+    }
     op.groups = g->toInt();
   }
   view.origin(at_input(1), false, &op.weight_chain);
@@ -341,11 +346,15 @@ std::vector<NormUnit> find_constant_units(const ProgramView& view) {
       if ((op == "mul") && n->inputs().size() != 2) return;
       if ((op == "add" || op == "sub") && n->inputs().size() != 3) return;
       if (!n->input(0)->type()->isSubtypeOf(*c10::TensorType::get()) &&
-          !n->input(1)->type()->isSubtypeOf(*c10::TensorType::get())) return;
+          !n->input(1)->type()->isSubtypeOf(*c10::TensorType::get()))
+        return;
       int op_index = -1;
       for (int i : {0, 1}) {
         Site terminal = view.origin(Site{n->input(static_cast<size_t>(i)), f}, false);
-        if (linear_op_at(view, terminal)) { op_index = i; break; }
+        if (linear_op_at(view, terminal)) {
+          op_index = i;
+          break;
+        }
       }
       if (op_index < 0) return;
       auto c = constant_operand(view, Site{n->input(static_cast<size_t>(1 - op_index)), f});

@@ -16,19 +16,19 @@ namespace torchfold::core {
 // An arithmetic op with a constant that a linear operator's output passes
 // through: mul, div, add, sub (constant absorption).
 struct ConstantOp {
-  std::string op;               // "mul", "div", "add", "sub"
-  bool op_first = true;         // the operator's output is the op's first operand
-  c10::IValue constant;         // a number or a tensor, as found
-  double alpha = 1.0;           // add/sub's alpha
+  std::string op;                    // "mul", "div", "add", "sub"
+  bool op_first = true;              // the operator's output is the op's first operand
+  c10::IValue constant;              // a number or a tensor, as found
+  double alpha = 1.0;                // add/sub's alpha
   std::optional<AttrRef> attribute;  // where a tensor constant is stored, if it is an attribute
-  Site attribute_read;          // the GetAttr it is read through
-  std::string describe;         // "scalar 0.5", "'scale' [8, 1, 1]", "constant [8, 1, 1]"
+  Site attribute_read;               // the GetAttr it is read through
+  std::string describe;              // "scalar 0.5", "'scale' [8, 1, 1]", "constant [8, 1, 1]"
 };
 
 struct NormUnit {
   const Frame* holder = nullptr;  // frame whose graph holds `remove`
   Node* remove = nullptr;         // CallMethod of the norm module, or aten::batch_norm
-  JValue* input = nullptr;         // the normalized value, in holder's graph
+  JValue* input = nullptr;        // the normalized value, in holder's graph
   std::string path;               // module path (or the owner of its statistics)
   std::string kind;               // "BatchNorm2d", "FrozenBatchNorm2d", "batch_norm"
   int spatial_dims = -1;          // 1, 2, 3 for BatchNorm{1,2,3}d; -1 unknown
@@ -44,12 +44,12 @@ struct NormUnit {
 struct LinearOp {
   const Frame* frame = nullptr;
   Node* node = nullptr;
-  std::string kind;        // "Conv2d", "ConvTranspose1d", "Linear", ...
-  int spatial_dims = -1;   // 0 for Linear, -1 unknown
+  std::string kind;       // "Conv2d", "ConvTranspose1d", "Linear", ...
+  int spatial_dims = -1;  // 0 for Linear, -1 unknown
   WeightLayout layout = WeightLayout::OutFirst;
   int64_t groups = 1;
   std::optional<AttrRef> weight;
-  std::optional<AttrRef> bias;   // set when read from an attribute (whose value may be None)
+  std::optional<AttrRef> bias;  // set when read from an attribute (whose value may be None)
   bool bias_constant_none = false;
   std::vector<Site> weight_chain;  // from the op's weight input back to its GetAttr
   std::string problem;

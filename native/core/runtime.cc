@@ -55,9 +55,7 @@ void choose_default() {
   if (cpus >= 2 && at::get_num_threads() < 2) wanted_threads.store(2);
 }
 
-void ensure_default() {
-  std::call_once(default_once, choose_default);
-}
+void ensure_default() { std::call_once(default_once, choose_default); }
 }  // namespace
 
 void set_num_threads(int n) {
@@ -81,9 +79,7 @@ void apply_thread_settings() {
 
 bool cuda_available() { return torch::cuda::is_available(); }
 
-int cuda_device_count() {
-  return cuda_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-}
+int cuda_device_count() { return cuda_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
 
 std::string libtorch_version() {
 #ifdef TORCHFOLD_LIBTORCH_VERSION

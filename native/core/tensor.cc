@@ -18,11 +18,10 @@ struct DTypeName {
 };
 
 constexpr DTypeName kExchangeable[] = {
-    {"float32", c10::ScalarType::Float},  {"float64", c10::ScalarType::Double},
-    {"float16", c10::ScalarType::Half},   {"bfloat16", c10::ScalarType::BFloat16},
-    {"int8", c10::ScalarType::Char},      {"int16", c10::ScalarType::Short},
-    {"int32", c10::ScalarType::Int},      {"int64", c10::ScalarType::Long},
-    {"uint8", c10::ScalarType::Byte},     {"bool", c10::ScalarType::Bool},
+    {"float32", c10::ScalarType::Float},     {"float64", c10::ScalarType::Double}, {"float16", c10::ScalarType::Half},
+    {"bfloat16", c10::ScalarType::BFloat16}, {"int8", c10::ScalarType::Char},      {"int16", c10::ScalarType::Short},
+    {"int32", c10::ScalarType::Int},         {"int64", c10::ScalarType::Long},     {"uint8", c10::ScalarType::Byte},
+    {"bool", c10::ScalarType::Bool},
 };
 
 }  // namespace
@@ -49,15 +48,15 @@ c10::ScalarType parse_dtype(const std::string& name) {
     if (name == d.name) return d.type;
   }
   throw Error(ErrorCode::InvalidArg, "Expected one of float32, float64, float16, bfloat16, "
-              "int8, int16, int32, int64, uint8, bool for dtype but received '" + name + "'");
+                                     "int8, int16, int32, int64, uint8, bool for dtype but received '" +
+                                         name + "'");
 }
 
 c10::Device parse_device(const std::string& name) {
   static const std::regex pattern("^(cpu|cuda)(:([0-9]{1,3}))?$");
   std::smatch m;
   if (!std::regex_match(name, m, pattern) || (m[1] == "cpu" && m[2].matched)) {
-    throw Error(ErrorCode::InvalidArg,
-                "Expected 'cpu', 'cuda' or 'cuda:N' for device but received '" + name + "'");
+    throw Error(ErrorCode::InvalidArg, "Expected 'cpu', 'cuda' or 'cuda:N' for device but received '" + name + "'");
   }
   if (m[1] == "cpu") return c10::Device(c10::DeviceType::CPU);
   const int index = m[3].matched ? std::stoi(m[3].str()) : 0;
@@ -72,13 +71,13 @@ c10::Device parse_device(const std::string& name) {
 void require_available(const c10::Device& device) {
   if (!device.is_cuda()) return;
   if (!torch::cuda::is_available()) {
-    throw Error(ErrorCode::DeviceUnavailable, "Device " + device.str() +
-                " is not available: this libtorch has no CUDA support or no GPU is visible");
+    throw Error(ErrorCode::DeviceUnavailable,
+                "Device " + device.str() + " is not available: this libtorch has no CUDA support or no GPU is visible");
   }
   const auto count = static_cast<int64_t>(torch::cuda::device_count());
   if (device.index() >= count) {
-    throw Error(ErrorCode::DeviceUnavailable, "Device " + device.str() + " is not available: " +
-                std::to_string(count) + " CUDA device(s) visible");
+    throw Error(ErrorCode::DeviceUnavailable,
+                "Device " + device.str() + " is not available: " + std::to_string(count) + " CUDA device(s) visible");
   }
 }
 
@@ -87,8 +86,7 @@ std::string device_name(const c10::Device& device) {
   return device.str();
 }
 
-at::Tensor tensor_from_bytes(const void* data, size_t bytes, c10::ScalarType type,
-                             const std::vector<int64_t>& shape) {
+at::Tensor tensor_from_bytes(const void* data, size_t bytes, c10::ScalarType type, const std::vector<int64_t>& shape) {
   int64_t numel = 1;
   for (int64_t d : shape) {
     if (d < 0) throw Error(ErrorCode::InvalidArg, "Expected non-negative sizes for shape");
@@ -97,25 +95,23 @@ at::Tensor tensor_from_bytes(const void* data, size_t bytes, c10::ScalarType typ
   const size_t expected = static_cast<size_t>(numel) * c10::elementSize(type);
   if (expected != bytes) {
     throw Error(ErrorCode::InvalidArg, "Expected " + std::to_string(expected) +
-                " bytes for shape and dtype but received " + std::to_string(bytes));
+                                           " bytes for shape and dtype but received " + std::to_string(bytes));
   }
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
   if (bytes > 0) std::memcpy(t.data_ptr(), data, bytes);
   return t;
 }
 
-size_t tensor_nbytes(const at::Tensor& tensor) {
-  return static_cast<size_t>(tensor.numel()) * tensor.element_size();
-}
+size_t tensor_nbytes(const at::Tensor& tensor) { return static_cast<size_t>(tensor.numel()) * tensor.element_size(); }
 
 void tensor_to_bytes(const at::Tensor& tensor, void* out) {
   if (!tensor.device().is_cpu()) {
     throw Error(ErrorCode::InvalidArg, "Expected a CPU tensor but received a tensor on " +
-                device_name(tensor.device()) + "; move it with tensor.to('cpu') first");
+                                           device_name(tensor.device()) + "; move it with tensor.to('cpu') first");
   }
   if (!is_exchangeable(tensor.scalar_type())) {
-    throw Error(ErrorCode::Unsupported, "Tensors of dtype " + dtype_name(tensor.scalar_type()) +
-                " cannot be read from JavaScript");
+    throw Error(ErrorCode::Unsupported,
+                "Tensors of dtype " + dtype_name(tensor.scalar_type()) + " cannot be read from JavaScript");
   }
   at::Tensor c = tensor.contiguous();
   const size_t n = tensor_nbytes(c);

@@ -26,8 +26,7 @@ void require_available(const c10::Device& device);
 std::string device_name(const c10::Device& device);
 
 // Copies `bytes` (exactly numel * element size) into a new CPU tensor.
-at::Tensor tensor_from_bytes(const void* data, size_t bytes, c10::ScalarType type,
-                             const std::vector<int64_t>& shape);
+at::Tensor tensor_from_bytes(const void* data, size_t bytes, c10::ScalarType type, const std::vector<int64_t>& shape);
 // Copies a CPU tensor's elements, in row-major order, into `out` (nbytes()).
 void tensor_to_bytes(const at::Tensor& tensor, void* out);
 size_t tensor_nbytes(const at::Tensor& tensor);

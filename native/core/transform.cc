@@ -133,7 +133,8 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
   }
   fill_missing_slots(module);
   for (Graph* g : touched) {
-    torch::jit::EliminateDeadCode(g->block(), true, torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
+    torch::jit::EliminateDeadCode(g->block(), true,
+                                  torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
   }
   stats.graphs_changed = static_cast<int>(touched.size());
   return stats;

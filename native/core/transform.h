@@ -16,7 +16,7 @@
 namespace torchfold::core {
 
 struct TransformStats {
-  int folded = 0;                         // pairs folded
+  int folded = 0;  // pairs folded
   int graphs_changed = 0;
   std::vector<std::string> dropped_norms;  // norm modules removed from the tree
 };

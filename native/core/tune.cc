@@ -14,14 +14,14 @@ using torch::jit::Graph;
 
 // Everything the rewrite needs, found before any graph changes.
 struct Plan {
-  Node* norm_call = nullptr;  // CallMethod of the BatchNorm module, in the holder graph
-  Node* producer = nullptr;   // what makes the BatchNorm's input there: the op or the conv module call
-  Node* op = nullptr;         // the convolution / linear op
-  bool direct = false;        // producer == op
-  JValue* input = nullptr;    // the op's input, as a value of the holder graph
-  JValue* conv_module = nullptr;  // the conv module (call case)
+  Node* norm_call = nullptr;           // CallMethod of the BatchNorm module, in the holder graph
+  Node* producer = nullptr;            // what makes the BatchNorm's input there: the op or the conv module call
+  Node* op = nullptr;                  // the convolution / linear op
+  bool direct = false;                 // producer == op
+  JValue* input = nullptr;             // the op's input, as a value of the holder graph
+  JValue* conv_module = nullptr;       // the conv module (call case)
   std::string weight_name, bias_name;  // attributes of conv_module (call case)
-  JValue* weight = nullptr;   // direct case: the op's own weight and bias values
+  JValue* weight = nullptr;            // direct case: the op's own weight and bias values
   JValue* bias = nullptr;
   bool has_bias = false;
   std::vector<c10::IValue> constant_args;  // call case: op inputs from 3 on
@@ -237,7 +237,8 @@ int apply_tune(torch::jit::Module& module, Analysis& analysis) {
     touched.insert(plan.norm_call->owningGraph());
   }
   for (Graph* g : touched) {
-    torch::jit::EliminateDeadCode(g->block(), true, torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
+    torch::jit::EliminateDeadCode(g->block(), true,
+                                  torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
   }
   return static_cast<int>(plans.size());
 }

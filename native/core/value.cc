@@ -11,8 +11,18 @@
 
 namespace torchfold::core {
 
-Value Value::of_bool(bool b) { Value v; v.kind = Kind::Bool; v.boolean = b; return v; }
-Value Value::of_int(int64_t i) { Value v; v.kind = Kind::Int; v.integer = i; return v; }
+Value Value::of_bool(bool b) {
+  Value v;
+  v.kind = Kind::Bool;
+  v.boolean = b;
+  return v;
+}
+Value Value::of_int(int64_t i) {
+  Value v;
+  v.kind = Kind::Int;
+  v.integer = i;
+  return v;
+}
 Value Value::of_double(double d) {
   Value v;
   v.kind = Kind::Double;
@@ -20,10 +30,23 @@ Value Value::of_double(double d) {
   v.integral = std::isfinite(d) && std::trunc(d) == d && std::fabs(d) <= 9007199254740991.0;
   return v;
 }
-Value Value::of_string(std::string s) { Value v; v.kind = Kind::String; v.text = std::move(s); return v; }
-Value Value::of_tensor(at::Tensor t) { Value v; v.kind = Kind::Tensor; v.tensor = std::move(t); return v; }
+Value Value::of_string(std::string s) {
+  Value v;
+  v.kind = Kind::String;
+  v.text = std::move(s);
+  return v;
+}
+Value Value::of_tensor(at::Tensor t) {
+  Value v;
+  v.kind = Kind::Tensor;
+  v.tensor = std::move(t);
+  return v;
+}
 Value Value::of_items(Kind kind, std::vector<Value> items) {
-  Value v; v.kind = kind; v.items = std::move(items); return v;
+  Value v;
+  v.kind = kind;
+  v.items = std::move(items);
+  return v;
 }
 
 namespace {
@@ -45,8 +68,7 @@ const char* kind_name(const Value& v) {
 
 [[noreturn]] void mismatch(const Value& v, const c10::TypePtr& type, const std::string& where) {
   std::ostringstream os;
-  os << "Expected " << type->annotation_str() << " for " << where << " but received "
-     << kind_name(v);
+  os << "Expected " << type->annotation_str() << " for " << where << " but received " << kind_name(v);
   throw Error(ErrorCode::InvalidArg, os.str());
 }
 
@@ -87,8 +109,7 @@ c10::IValue to_list(const Value& v, const c10::ListTypePtr& type, const std::str
   c10::impl::GenericList list(type->getElementType());
   list.reserve(v.items.size());
   for (size_t i = 0; i < v.items.size(); ++i) {
-    list.push_back(to_ivalue(v.items[i], type->getElementType(),
-                             where + "[" + std::to_string(i) + "]"));
+    list.push_back(to_ivalue(v.items[i], type->getElementType(), where + "[" + std::to_string(i) + "]"));
   }
   return c10::IValue(std::move(list));
 }
@@ -97,9 +118,9 @@ c10::IValue to_tuple(const Value& v, const c10::TupleTypePtr& type, const std::s
   if (v.kind != Value::Kind::List && v.kind != Value::Kind::Tuple) mismatch(v, type, where);
   const auto& elems = type->elements();
   if (elems.size() != v.items.size()) {
-    throw Error(ErrorCode::InvalidArg, "Expected " + type->annotation_str() + " (" +
-                std::to_string(elems.size()) + " items) for " + where + " but received an array of " +
-                std::to_string(v.items.size()));
+    throw Error(ErrorCode::InvalidArg, "Expected " + type->annotation_str() + " (" + std::to_string(elems.size()) +
+                                           " items) for " + where + " but received an array of " +
+                                           std::to_string(v.items.size()));
   }
   std::vector<c10::IValue> out;
   for (size_t i = 0; i < elems.size(); ++i) {
@@ -111,8 +132,8 @@ c10::IValue to_tuple(const Value& v, const c10::TupleTypePtr& type, const std::s
 c10::IValue to_dict(const Value& v, const c10::DictTypePtr& type, const std::string& where) {
   if (v.kind != Value::Kind::Dict) mismatch(v, type, where);
   if (type->getKeyType()->kind() != c10::TypeKind::StringType) {
-    throw Error(ErrorCode::Unsupported, "Only Dict[str, ...] inputs are supported, but " + where +
-                " is " + type->annotation_str());
+    throw Error(ErrorCode::Unsupported,
+                "Only Dict[str, ...] inputs are supported, but " + where + " is " + type->annotation_str());
   }
   c10::impl::GenericDict dict(type->getKeyType(), type->getValueType());
   for (const auto& [key, value] : v.entries) {
@@ -153,8 +174,7 @@ c10::IValue to_ivalue(const Value& v, const c10::TypePtr& type, const std::strin
       return c10::IValue(v.tensor);
     case c10::TypeKind::FloatType:
     case c10::TypeKind::IntType:
-    case c10::TypeKind::NumberType:
-      return to_number(v, type, where);
+    case c10::TypeKind::NumberType: return to_number(v, type, where);
     case c10::TypeKind::BoolType:
       if (v.kind != Value::Kind::Bool) mismatch(v, type, where);
       return c10::IValue(v.boolean);
@@ -167,14 +187,10 @@ c10::IValue to_ivalue(const Value& v, const c10::TypePtr& type, const std::strin
     case c10::TypeKind::OptionalType:
       if (v.kind == Value::Kind::None) return c10::IValue();
       return to_ivalue(v, type->expectRef<c10::OptionalType>().getElementType(), where);
-    case c10::TypeKind::ListType:
-      return to_list(v, type->expect<c10::ListType>(), where);
-    case c10::TypeKind::TupleType:
-      return to_tuple(v, type->expect<c10::TupleType>(), where);
-    case c10::TypeKind::DictType:
-      return to_dict(v, type->expect<c10::DictType>(), where);
-    default:
-      break;
+    case c10::TypeKind::ListType: return to_list(v, type->expect<c10::ListType>(), where);
+    case c10::TypeKind::TupleType: return to_tuple(v, type->expect<c10::TupleType>(), where);
+    case c10::TypeKind::DictType: return to_dict(v, type->expect<c10::DictType>(), where);
+    default: break;
   }
   // Any, Union and other types: convert by what the value is.
   c10::TypePtr inferred = infer_type(v);
@@ -182,14 +198,13 @@ c10::IValue to_ivalue(const Value& v, const c10::TypePtr& type, const std::strin
   return to_ivalue(v, inferred, where);
 }
 
-std::vector<c10::IValue> to_stack(const std::vector<Value>& inputs,
-                                  const c10::FunctionSchema& schema,
+std::vector<c10::IValue> to_stack(const std::vector<Value>& inputs, const c10::FunctionSchema& schema,
                                   const std::string& method) {
   const auto& args = schema.arguments();
   const size_t declared = args.empty() ? 0 : args.size() - 1;  // minus self
   if (inputs.size() > declared) {
-    throw Error(ErrorCode::InvalidArg, "Expected at most " + std::to_string(declared) +
-                " inputs for " + method + " but received " + std::to_string(inputs.size()));
+    throw Error(ErrorCode::InvalidArg, "Expected at most " + std::to_string(declared) + " inputs for " + method +
+                                           " but received " + std::to_string(inputs.size()));
   }
   std::vector<c10::IValue> stack;
   stack.reserve(declared);
@@ -201,8 +216,8 @@ std::vector<c10::IValue> to_stack(const std::vector<Value>& inputs,
     } else if (arg.default_value()) {
       stack.push_back(*arg.default_value());
     } else {
-      throw Error(ErrorCode::InvalidArg, "Expected a value for " + where + " (" +
-                  arg.type()->annotation_str() + ") but received none");
+      throw Error(ErrorCode::InvalidArg,
+                  "Expected a value for " + where + " (" + arg.type()->annotation_str() + ") but received none");
     }
   }
   return stack;
@@ -234,8 +249,8 @@ Value from_ivalue(const c10::IValue& iv) {
     }
     return out;
   }
-  throw Error(ErrorCode::Unsupported, "Cannot convert a TorchScript value of type " +
-              iv.type()->annotation_str() + " to JavaScript");
+  throw Error(ErrorCode::Unsupported,
+              "Cannot convert a TorchScript value of type " + iv.type()->annotation_str() + " to JavaScript");
 }
 
 }  // namespace torchfold::core

@@ -28,8 +28,8 @@ struct Value {
   bool integral = false;  // a Double that holds a whole number (JS numbers)
   std::string text;
   at::Tensor tensor;
-  std::vector<Value> items;                         // List, Tuple
-  std::vector<std::pair<Value, Value>> entries;     // Dict, in insertion order
+  std::vector<Value> items;                      // List, Tuple
+  std::vector<std::pair<Value, Value>> entries;  // Dict, in insertion order
 
   static Value none() { return Value{}; }
   static Value of_bool(bool b);
@@ -41,13 +41,11 @@ struct Value {
 };
 
 // Converts one input for argument `arg` of `method` ("forward") to an IValue.
-c10::IValue to_ivalue(const Value& value, const c10::TypePtr& type,
-                      const std::string& where);
+c10::IValue to_ivalue(const Value& value, const c10::TypePtr& type, const std::string& where);
 
 // Converts inputs against a method schema (whose first argument is `self`),
 // filling defaults for inputs not given.
-std::vector<c10::IValue> to_stack(const std::vector<Value>& inputs,
-                                  const c10::FunctionSchema& schema,
+std::vector<c10::IValue> to_stack(const std::vector<Value>& inputs, const c10::FunctionSchema& schema,
                                   const std::string& method);
 
 Value from_ivalue(const c10::IValue& value);

@@ -462,7 +462,7 @@ async function childWorkers(args) {
   for (let i = 0; i < args.terminateRounds; i++) plan.push('terminate');
   for (let r = 0; r < plan.length; r++) {
     const kind = plan[r];
-    const workers = fixtures.map((f, i) => ({ f, ...startWorker(args, f, args.forwards) }));
+    const workers = fixtures.map((f) => ({ f, ...startWorker(args, f, args.forwards) }));
     out.workers += workers.length;
     const info = { kind, terminatedAt: [] };
     if (kind === 'terminate') {
