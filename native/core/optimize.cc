@@ -55,6 +55,10 @@ bool is_plain_cpu_float(const at::Tensor& t) {
 }
 
 struct ConvPlan {
+  ConvPlan() = default;
+  // A plan that keeps the node, for this reason (`return {"why"}`).
+  ConvPlan(std::string why) : why_not(std::move(why)) {}  // NOLINT(google-explicit-constructor)
+
   std::string why_not;  // empty: rewrite
   bool guard = false;   // emit `if len(input.size()) == 4` around it
   std::vector<int64_t> stride, padding, dilation;
