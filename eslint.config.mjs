@@ -29,7 +29,7 @@ export default defineConfig(
   { files: ['**/*.js', '**/*.cjs'], languageOptions: { sourceType: 'commonjs' } },
   { files: ['**/*.mjs'], languageOptions: { sourceType: 'module' } },
 
-  // TypeScript (lib/, test/, vitest.config.ts, examples/ *.ts): typescript-eslint's recommended rules.
+  // TypeScript (lib/, test/, vitest.config.mts, examples/ *.ts): typescript-eslint's recommended rules.
   {
     files: ['**/*.ts', '**/*.mts', '**/*.cts'],
     extends: [tseslint.configs.recommended],

@@ -1,6 +1,7 @@
 /** Process-wide facts and settings: CUDA, intra-op threads, versions. */
 import * as fs from 'fs';
 import * as path from 'path';
+import { inspect } from 'util';
 import { native, packageRoot } from './binding';
 import { rangeError, withCallerStack } from './errors';
 import { expectString } from './validate';
@@ -79,7 +80,10 @@ let cachedVersions: Versions | undefined;
  * Versions of torchfold, libtorch and N-API. The addon is loaded on the first
  * read of a field (so a read can throw `ERR_NATIVE_LOAD`).
  */
-export const versions: Versions = new Proxy({} as Versions, {
+export const versions: Versions = new Proxy({
+  // console.log formats a proxy's target, not what its traps return: show the versions there.
+  [inspect.custom]: (): Versions => ({ ...(cachedVersions ??= readVersions()) }),
+} as unknown as Versions, {
   get(_t, key) {
     cachedVersions ??= readVersions();
     return cachedVersions[key as keyof Versions];

@@ -12,7 +12,7 @@
 // (--force rebuilds).
 const fs = require('fs');
 const path = require('path');
-const { execFileSync } = require('child_process');
+const { spawnSync } = require('child_process');
 const { locate, failureMessage, writeRecord } = require('./libtorch');
 
 const root = path.resolve(__dirname, '..');
@@ -78,8 +78,17 @@ function main() {
   env.PREBUILD_NODE_GYP = require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] });
   env.JOBS = 'max';
   const prebuildify = require.resolve('prebuildify/bin.js', { paths: [root] });
-  execFileSync(process.execPath, [prebuildify, '--napi', '--strip', '--tag-libc', '--name', 'torchfold'],
-    { cwd: stage, stdio: 'inherit', env });
+  const r = spawnSync(process.execPath, [prebuildify, '--napi', '--strip', '--tag-libc', '--name', 'torchfold'],
+    { cwd: stage, env, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+  process.stdout.write(r.stdout);
+  process.stderr.write(r.stderr);
+  if (r.status !== 0) throw new Error(`prebuild: prebuildify failed (${r.status ?? r.signal})`);
+  // node-gyp compiles with -Wall -Wextra: a warning in torchfold's own sources fails the prebuild.
+  const ours = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => /^(\.\.\/)?native\/.*warning:/.test(l));
+  if (ours.length) {
+    process.stderr.write(`prebuild: ${ours.length} compiler warning(s) in native/:\n${ours.join('\n')}\n`);
+    process.exit(1);
+  }
   const built = fs.readdirSync(path.join(stage, 'prebuilds', tuple)).filter((n) => n.endsWith('.node'));
   if (built.length !== 1) throw new Error(`prebuild: expected one addon from prebuildify, got ${built.join(', ') || 'none'}`);
   fs.rmSync(outDir, { recursive: true, force: true });
