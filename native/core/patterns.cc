@@ -238,6 +238,7 @@ std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
     auto t = view.constant_of(at_input(shape->transposed_input), false);
     if (!t || !t->isBool()) {
       op.problem = "its 'transposed' flag is not a constant";
+      op.kind = "convolution";  // the reason reads "convolution: ..."
       return op;
     }
     if (t->toBool()) op.layout = WeightLayout::Transposed;
@@ -246,6 +247,7 @@ std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
     auto g = view.constant_of(at_input(shape->groups_input), false);
     if (!g || !g->isInt()) {
       op.problem = "its groups are not a constant";
+      op.kind = "convolution";  // the reason reads "convolution: ..."
       return op;
     }
     op.groups = g->toInt();
