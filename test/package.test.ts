@@ -3,7 +3,7 @@
 // modules and CommonJS (the code blocks are taken from README.md as they
 // are), the types under `moduleResolution: nodenext`, the CLI, and the
 // build-from-source fallback when the prebuild does not load.
-import { execFileSync, spawnSync, SpawnSyncReturns } from 'child_process';
+import { execFileSync, spawn, spawnSync, SpawnSyncReturns } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -68,7 +68,7 @@ beforeAll(() => {
   tarball = path.join(dir, info.filename);
   packed = info.files.map((f) => f.path).sort();
   app = newProject('app');
-  install = npmInstall(app, [tarball, '@types/node@20']);
+  install = npmInstall(app, [tarball, '@types/node@20', 'prom-client@15']);
   ok(install, 'npm install of the tarball');
 }, 900_000);
 
@@ -185,6 +185,51 @@ export { code, run };
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/would fold/i);
     expect(fs.existsSync(path.join(app, 'demo.fused.pt'))).toBe(true);
+  });
+});
+
+describe('the examples, run from the installed package', () => {
+  it('examples/batch optimizes the demo model and writes its report', () => {
+    const script = path.join('node_modules', 'torchfold', 'examples', 'batch', 'optimize-folder.mjs');
+    const r = run(process.execPath, [script, '--demo', 'batch-out'], app);
+    expect(r.status, r.stderr).toBe(0);
+    const report = JSON.parse(fs.readFileSync(path.join(app, 'batch-out', 'report.json'), 'utf8')) as
+      { files: { status: string; folded: number; output: string }[] };
+    expect(report.files.map((f) => f.status)).toEqual(['ok']);
+    expect(report.files[0].folded).toBeGreaterThan(0);
+  });
+
+  it('examples/service serves the demo model, answers like the model as loaded, and stops on SIGTERM', async () => {
+    const script = path.join('node_modules', 'torchfold', 'examples', 'service', 'server.mjs');
+    const child = spawn(process.execPath, [script, '--port', '0'], { cwd: app, env: userEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (chunk: string) => {
+        out += chunk;
+        const ready = out.split('\n').map((l) => { try { return JSON.parse(l) as { msg?: string; port?: number }; } catch { return {}; } })
+          .find((e) => e.msg === 'ready');
+        if (ready?.port) resolve(ready.port);
+      });
+      void exited.then((code) => reject(new Error(`server exited ${code} before ready:\n${out}`)));
+    });
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(health.status).toBe(200);
+    const data = Array.from({ length: 3 * 64 * 64 }, (_, i) => Math.cos(i));
+    const res = await fetch(`http://127.0.0.1:${port}/predict`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ shape: [1, 3, 64, 64], data }),
+    });
+    expect(res.status).toBe(200);
+    const body = await res.json() as { shape: number[]; data: number[] };
+    const original = await load(path.join(ROOT, 'models', 'demo.pt'));
+    const expected = ((await original.forward(Tensor.from(Float32Array.from(data), [1, 3, 64, 64]))) as Tensor)
+      .toTypedArray() as Float32Array;
+    await original.dispose();
+    expect(body.shape).toEqual([1, 10]);
+    body.data.forEach((v, i) => expect(Math.abs(v - expected[i])).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(expected[i]))));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 });
 
