@@ -77,7 +77,8 @@ describe('npm pack', () => {
     for (const f of ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/index.js', 'dist/index.mjs',
       'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli/main.js', 'binding.gyp', 'scripts/libtorch.js',
       'scripts/install.js', 'native/core/fuse.cc', 'native/addon/addon.cc', 'models/demo.pt',
-      'schema/optimize-report.schema.json', 'examples/service/server.mjs', 'examples/batch/optimize-folder.mjs']) {
+      'schema/optimize-report.schema.json', 'schema/fuse-report.schema.json', 'docs/api/README.md', 'docs/report.md',
+      'examples/service/server.mjs', 'examples/batch/optimize-folder.mjs']) {
       expect(packed, f).toContain(f);
     }
     const prebuilds = packed.filter((f) => f.startsWith(`prebuilds/${tuple}/`));
