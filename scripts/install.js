@@ -50,6 +50,7 @@ function nodeGyp() {
   }
 }
 
+/** The headers Node was installed with (node-gyp cannot download them offline), or null. */
 function nodeDir() {
   if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
   const prefix = path.resolve(path.dirname(process.execPath), '..');
@@ -120,4 +121,5 @@ function main() {
   say(`using ${path.relative(root, r.file)} (libtorch ${r.libtorch}${r.cuda ? ', CUDA' : ''})`);
 }
 
-main();
+if (require.main === module) main();
+module.exports = { nodeDir };

@@ -14,6 +14,7 @@ const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const { locate, failureMessage, writeRecord } = require('./libtorch');
+const { nodeDir } = require('./install');
 
 const root = path.resolve(__dirname, '..');
 const stage = path.join(root, '.tmp', 'prebuild');
@@ -46,13 +47,6 @@ function upToDate() {
   const addon = existingAddon();
   if (!addon || !fs.existsSync(`${addon}.json`)) return false;
   return fs.statSync(addon).mtimeMs > newestInput();
-}
-
-/** node-gyp must use the headers Node was installed with: offline it cannot download them. */
-function nodeDir() {
-  if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
-  const prefix = path.resolve(path.dirname(process.execPath), '..');
-  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined;
 }
 
 function main() {
