@@ -81,7 +81,6 @@ export function loadAddon<T>(root: string, env: NodeJS.ProcessEnv = process.env)
   { binding: T; file: string } | { attempts: LoadAttempt[] } {
   const attempts = addonCandidates(root, env);
   for (const a of attempts) {
-    a.record = readRecord(a.file);
     if (!fs.existsSync(a.file)) {
       a.error = 'no such file';
       continue;
@@ -92,6 +91,8 @@ export function loadAddon<T>(root: string, env: NodeJS.ProcessEnv = process.env)
       a.error = e instanceof Error ? e.message : String(e);
     }
   }
+  // The records only explain a failure: they are not read when a load succeeds.
+  for (const a of attempts) a.record = readRecord(a.file);
   return { attempts };
 }
 
