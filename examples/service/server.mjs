@@ -248,7 +248,8 @@ const ROUTES = new Set(['/predict', '/healthz', '/metrics', '/report']);
  * @type {'loading' | 'ready' | 'draining' | 'closing'}
  */
 let state = 'loading';
-const registry = new client.Registry();
+// prom-client's default registry: every metric below registers there by itself.
+const registry = client.register;
 // Process metrics, including the event-loop delay (nodejs_eventloop_lag_*; perf_hooks.monitorEventLoopDelay underneath).
 client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
 
@@ -258,60 +259,57 @@ const metrics = {
     help: 'Time from the request\'s headers to the end of its response, by route, method and status ("aborted" when the client left first).',
     labelNames: /** @type {const} */ (['route', 'method', 'status']),
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
   }),
   forwardDuration: new client.Histogram({
     name: 'model_forward_duration_seconds',
     help: 'Time of one model forward (libtorch, on a worker thread), by outcome.',
     labelNames: /** @type {const} */ (['outcome']),
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-    registers: [registry],
   }),
   queueWait: new client.Histogram({
     name: 'model_queue_wait_seconds',
     help: 'Time a parsed request waited for a free forward slot.',
     buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-    registers: [registry],
   }),
   inFlight: new client.Gauge({
     name: 'http_requests_in_flight', help: 'Requests received and not yet answered, by route.',
-    labelNames: /** @type {const} */ (['route']), registers: [registry],
+    labelNames: /** @type {const} */ (['route']),
   }),
-  queueDepth: new client.Gauge({ name: 'model_queue_depth', help: 'Requests waiting for a forward slot.', registers: [registry] }),
-  running: new client.Gauge({ name: 'model_forwards_running', help: 'Forwards running now.', registers: [registry] }),
-  ready: new client.Gauge({ name: 'service_ready', help: '1 when the model is loaded and the service takes requests, else 0.', registers: [registry] }),
+  queueDepth: new client.Gauge({ name: 'model_queue_depth', help: 'Requests waiting for a forward slot.' }),
+  running: new client.Gauge({ name: 'model_forwards_running', help: 'Forwards running now.' }),
+  ready: new client.Gauge({ name: 'service_ready', help: '1 when the model is loaded and the service takes requests, else 0.' }),
   modelInfo: new client.Gauge({
     name: 'torchfold_model_info', help: 'The model served (value 1): file, whether it was fused, versions.',
-    labelNames: /** @type {const} */ (['model', 'variant', 'torchfold', 'libtorch']), registers: [registry],
+    labelNames: /** @type {const} */ (['model', 'variant', 'torchfold', 'libtorch']),
   }),
-  loadSeconds: new client.Gauge({ name: 'torchfold_model_load_seconds', help: 'Time to load the model file.', registers: [registry] }),
+  loadSeconds: new client.Gauge({ name: 'torchfold_model_load_seconds', help: 'Time to load the model file.' }),
   fusePairs: new client.Gauge({
     name: 'torchfold_fuse_pairs', help: 'conv → BatchNorm pairs found at start, by status (folded or skipped).',
-    labelNames: /** @type {const} */ (['status']), registers: [registry],
+    labelNames: /** @type {const} */ (['status']),
   }),
   fuseBatchNorms: new client.Gauge({
     name: 'torchfold_fuse_batchnorms', help: 'BatchNorms that run, before and after fusing.',
-    labelNames: /** @type {const} */ (['module']), registers: [registry],
+    labelNames: /** @type {const} */ (['module']),
   }),
   fuseMaxAbsError: new client.Gauge({
-    name: 'torchfold_fuse_validation_max_abs_error', help: 'Largest |fused - original| output difference on the sample input.', registers: [registry],
+    name: 'torchfold_fuse_validation_max_abs_error', help: 'Largest |fused - original| output difference on the sample input.',
   }),
   fuseMaxRelError: new client.Gauge({
-    name: 'torchfold_fuse_validation_max_rel_error', help: 'Largest relative output difference on the sample input.', registers: [registry],
+    name: 'torchfold_fuse_validation_max_rel_error', help: 'Largest relative output difference on the sample input.',
   }),
   fusePassed: new client.Gauge({
-    name: 'torchfold_fuse_validation_passed', help: '1 when the fused outputs were within the tolerance.', registers: [registry],
+    name: 'torchfold_fuse_validation_passed', help: '1 when the fused outputs were within the tolerance.',
   }),
   fuseSeconds: new client.Gauge({
     name: 'torchfold_fuse_seconds', help: 'Time of each fuse phase at start (analyze, fold, rewrite, validate, benchmark, total).',
-    labelNames: /** @type {const} */ (['phase']), registers: [registry],
+    labelNames: /** @type {const} */ (['phase']),
   }),
   fuseLatency: new client.Gauge({
     name: 'torchfold_fuse_benchmark_latency_seconds', help: 'Median forward latency measured at start (--bench), before and after fusing.',
-    labelNames: /** @type {const} */ (['module']), registers: [registry],
+    labelNames: /** @type {const} */ (['module']),
   }),
   fuseSpeedup: new client.Gauge({
-    name: 'torchfold_fuse_benchmark_speedup', help: 'Median latency before / after fusing (--bench).', registers: [registry],
+    name: 'torchfold_fuse_benchmark_speedup', help: 'Median latency before / after fusing (--bench).',
   }),
 };
 
