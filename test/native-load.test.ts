@@ -194,6 +194,27 @@ describe('loading the native part, with each fault arranged', () => {
     expect(message).toContain('-> libtorchfold-missing.so.1: cannot open shared object file');
   });
 
+  it('the install step with no loadable prebuild and no usable libtorch exits 1 before compiling, saying why', () => {
+    const { pkg, addon } = fakeInstall('install-no-libtorch');
+    fs.copyFileSync(path.join(ROOT, 'scripts', 'install.js'), path.join(pkg, 'scripts', 'install.js'));
+    patchelf(['--add-needed', 'libtorchfold-missing.so.1', addon]);
+    const missing = path.join(dir, 'no-such-libtorch');
+    const install = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, [path.join(pkg, 'scripts', 'install.js')],
+      { encoding: 'utf8', env: { ...process.env, TORCHFOLD_ADDON: '', ...env }, timeout: 120_000 });
+    const r = install({ LIBTORCH: missing });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toContain('torchfold: no prebuilt addon loads on this machine, so it will be built from source');
+    expect(r.stderr).toContain('-> libtorchfold-missing.so.1: cannot open shared object file');
+    expect(r.stderr).toContain('torchfold: cannot build from source:');
+    expect(r.stderr).toContain(`LIBTORCH=${missing} does not exist`);
+    expect(r.stderr).toMatch(/Possible solutions:[\s\S]*apt-get install -y libtorch-dev/);
+    expect(fs.existsSync(path.join(pkg, 'build'))).toBe(false);
+
+    const skipped = install({ LIBTORCH: missing, TORCHFOLD_SKIP_INSTALL: '1' });
+    expect(skipped.status).toBe(0);
+    expect(skipped.stderr).toContain('TORCHFOLD_SKIP_INSTALL is set');
+  });
+
   it('TORCHFOLD_ADDON is the only candidate when set', () => {
     const { pkg } = fakeInstall('override');
     const missing = path.join(os.tmpdir(), 'torchfold-no-such-addon.node');
