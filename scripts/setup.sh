@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes a fresh Debian/Ubuntu machine ready to build, run and test torchfold:
-#   1. system packages: a C++ toolchain and CMake; libtorch-dev when no libtorch
-#      is found (scripts/libtorch.js decides); python3-torch and
-#      python3-torchvision for the test fixtures (skip with TORCHFOLD_NO_FIXTURE_DEPS=1)
+#   1. system packages: a C++ toolchain, CMake, zlib1g-dev and clang-format (the
+#      C++ lint); libtorch-dev when no libtorch is found (scripts/libtorch.js
+#      decides); python3-torch, python3-torchvision and patchelf for the tests
+#      (skip with TORCHFOLD_NO_FIXTURE_DEPS=1)
 #   2. npm ci, when node_modules is missing or older than package-lock.json
 #   3. the addon (cmake-js, incremental) and the TypeScript (tsc)
 # Idempotent: on a ready machine it only checks, and takes a few seconds.
