@@ -14,6 +14,7 @@
 // ctx: { root, dist, tmp, seed, quick, log(line) }
 const fs = require('fs');
 const path = require('path');
+const { spawn } = require('child_process');
 const { monitorEventLoopDelay } = require('perf_hooks');
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -65,4 +66,26 @@ function rng(seed) {
 
 const pct = (after, before) => (before > 0 ? ((after - before) / before) * 100 : null);
 
-module.exports = { ROOT, row, rss, loopDelay, scratch, rng, pct };
+/**
+ * Runs `node ARGS` and resolves { out, code, signal, stdout, stderr } once it closes, where `out` is the
+ * last stdout line that parses as a JSON object (null if none). `timeoutMs` kills it with SIGKILL.
+ */
+function runNodeChild(args, { env = process.env, timeoutMs } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = timeoutMs ? setTimeout(() => child.kill('SIGKILL'), timeoutMs) : null;
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      const line = stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+      let out = null;
+      try { out = line ? JSON.parse(line) : null; } catch { /* the caller reports a missing result */ }
+      resolve({ out, code, signal, stdout, stderr });
+    });
+  });
+}
+
+module.exports = { ROOT, row, rss, loopDelay, scratch, rng, pct, runNodeChild };

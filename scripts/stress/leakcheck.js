@@ -24,10 +24,11 @@
 // lsan.supp hides V8's heap bookkeeping only (see the file).
 //
 // --scenario REPS DIR is the part that runs under the sanitizer.
-const { execFileSync, spawn } = require('child_process');
+const { execFileSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
+const { runNodeChild } = require('./common');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -213,40 +214,29 @@ function newestSource() {
 }
 
 function runOnce(reps, o, libasan, addon, logDir) {
-  return new Promise((resolve) => {
-    const work = fs.mkdtempSync(path.join(os.tmpdir(), `torchfold-leak-${reps}-`));
-    const logBase = path.join(logDir, `lsan-reps${reps}`);
-    const env = {
-      ...process.env,
-      LD_PRELOAD: libasan,
-      TORCHFOLD_ADDON: addon,
-      // libtorch and node were not built with ASAN: mismatch and ODR checks would only flag their own code.
-      ASAN_OPTIONS: ['detect_leaks=1', 'exitcode=23', 'fast_unwind_on_malloc=0', 'malloc_context_size=40', 'detect_odr_violation=0',
-        'alloc_dealloc_mismatch=0', 'new_delete_type_mismatch=0', `log_path=${logBase}`].join(':'),
-      LSAN_OPTIONS: [`suppressions=${path.join(__dirname, 'lsan.supp')}`, 'print_suppressions=1'].join(':'),
-    };
-    const t0 = Date.now();
-    const child = spawn(process.execPath, [__filename, '--scenario', String(reps), work], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15 * 60 * 1000);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `torchfold-leak-${reps}-`));
+  const logBase = path.join(logDir, `lsan-reps${reps}`);
+  const env = {
+    ...process.env,
+    LD_PRELOAD: libasan,
+    TORCHFOLD_ADDON: addon,
+    // libtorch and node were not built with ASAN: mismatch and ODR checks would only flag their own code.
+    ASAN_OPTIONS: ['detect_leaks=1', 'exitcode=23', 'fast_unwind_on_malloc=0', 'malloc_context_size=40', 'detect_odr_violation=0',
+      'alloc_dealloc_mismatch=0', 'new_delete_type_mismatch=0', `log_path=${logBase}`].join(':'),
+    LSAN_OPTIONS: [`suppressions=${path.join(__dirname, 'lsan.supp')}`, 'print_suppressions=1'].join(':'),
+  };
+  const t0 = Date.now();
+  return runNodeChild([__filename, '--scenario', String(reps), work], { env, timeoutMs: 15 * 60 * 1000 })
+    .then(({ out, code, signal, stderr }) => {
       const seconds = (Date.now() - t0) / 1000;
       fs.rmSync(work, { recursive: true, force: true });
       const logs = fs.readdirSync(logDir).filter((f) => f.startsWith(`lsan-reps${reps}.`)).map((f) => path.join(logDir, f));
       const text = logs.map((f) => fs.readFileSync(f, 'utf8')).join('\n');
-      const line = stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-      let out = null;
-      try { out = line ? JSON.parse(line) : null; } catch { /* below */ }
       const parsed = parseReport(text);
       // LeakSanitizer exits 23 when it reports leaks; anything else non-zero is a crash.
       const crashed = Boolean(signal) || !out || Boolean(out.error) || (code !== 0 && code !== 23);
-      resolve({ reps, seconds, code, signal, crashed, out, logs, stderrTail: stderr.trim().split('\n').slice(-3).join(' | '), ...parsed });
+      return { reps, seconds, code, signal, crashed, out, logs, stderrTail: stderr.trim().split('\n').slice(-3).join(' | '), ...parsed };
     });
-  });
 }
 
 async function main() {

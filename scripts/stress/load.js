@@ -222,6 +222,15 @@ function report(result) {
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
 }
 
+/** Ends a child's measured run: the event-loop delay and stalls, the time taken and the load, then the result line. */
+function reportRun(out, delay, stalls, t0) {
+  out.maxDelayMs = delay.stop();
+  out.stalls = stalls.stop();
+  out.ms = round1(performance.now() - t0);
+  out.loadavg = os.loadavg()[0];
+  report(out);
+}
+
 function crashNote(r) {
   if (r.timedOut) return 'child timed out (killed)';
   return `child died: code ${r.code} signal ${r.signal}${r.stderrTail ? `; stderr: ${r.stderrTail}` : ''}`;
@@ -356,11 +365,7 @@ async function childConcurrent(args) {
   }
   out.badOps = badOps;
   x.dispose();
-  out.maxDelayMs = delay.stop();
-  out.stalls = stalls.stop();
-  out.ms = round1(performance.now() - t0);
-  out.loadavg = os.loadavg()[0];
-  report(out);
+  reportRun(out, delay, stalls, t0);
 }
 
 async function scenarioConcurrent(ctx) {
@@ -502,11 +507,7 @@ async function childWorkers(args) {
   await mainLoop;
   await mainModel.dispose();
   mainX.dispose();
-  out.maxDelayMs = delay.stop();
-  out.stalls = stalls.stop();
-  out.ms = round1(performance.now() - t0);
-  out.loadavg = os.loadavg()[0];
-  report(out);
+  reportRun(out, delay, stalls, t0);
 }
 
 /** A process that starts 4 busy workers and exits under them (process.exit while native work is in flight). */

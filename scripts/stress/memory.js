@@ -20,10 +20,9 @@
 // line. Reading V8's counter and glibc's statistics takes a ten-line probe
 // addon compiled here with `cc` (memprobe.c); without a compiler those
 // parts say so and the RSS parts still run.
-const { spawn } = require('child_process');
 const fs = require('fs');
 const path = require('path');
-const { row, rss, loopDelay, pct } = require('./common');
+const { row, rss, loopDelay, pct, runNodeChild } = require('./common');
 
 const MODEL = 'resnet18_traced';
 const GROWTH_LIMIT_PCT = 5;
@@ -284,21 +283,8 @@ function childEnv(ctx, extra = {}) {
 
 /** Runs this file as a child; resolves { out, code, signal, stderr } (out: the parsed JSON line or null). */
 function runChild(ctx, kind, opts, env = {}) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--expose-gc', __filename, '--child', kind, JSON.stringify(opts)], {
-      env: childEnv(ctx, env), stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.on('close', (code, signal) => {
-      const line = stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-      let out = null;
-      try { out = line ? JSON.parse(line) : null; } catch { /* reported below */ }
-      resolve({ out, code, signal, stdout, stderr: stderr.trim().split('\n').slice(-3).join(' | ') });
-    });
-  });
+  return runNodeChild(['--expose-gc', __filename, '--child', kind, JSON.stringify(opts)], { env: childEnv(ctx, env) })
+    .then((r) => ({ ...r, stderr: r.stderr.trim().split('\n').slice(-3).join(' | ') }));
 }
 
 const mb = (b) => `${(b / MB).toFixed(1)} MB`;
@@ -424,35 +410,21 @@ async function externalRow(ctx, probe, probeError) {
 
 function leakRow(ctx) {
   const scenario = 'leak check (LeakSanitizer)';
-  return new Promise((resolve) => {
-    const args = [path.join(__dirname, 'leakcheck.js'), '--json', '--reps', ctx.quick ? '1,2' : '1,3',
-      '--logs', path.join(ctx.tmp, 'lsan')];
-    const child = spawn(process.execPath, args, { env: childEnv(ctx), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.on('close', (code, signal) => {
-      const line = stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-      let o = null;
-      try { o = line ? JSON.parse(line) : null; } catch { /* below */ }
-      if (!o) {
-        resolve(row({ scenario, load: 'leakcheck.js', crashes: signal ? 1 : 0,
-          notes: `failed: leakcheck.js exited ${signal || code}: ${stderr.trim().split('\n').slice(-2).join(' | ')}` }));
-        return;
-      }
-      if (!o.ran) {
-        resolve(row({ scenario, load: o.scenario || 'leakcheck.js', notes: `not run: ${o.reason}` }));
-        return;
-      }
-      resolve(row({
-        scenario,
-        load: o.scenario,
-        badInputs: o.badInputs,
-        crashes: o.runs.filter((x) => x.crashed).length,
-        ok: o.ok,
-        notes: o.summary,
-      }));
+  const args = [path.join(__dirname, 'leakcheck.js'), '--json', '--reps', ctx.quick ? '1,2' : '1,3',
+    '--logs', path.join(ctx.tmp, 'lsan')];
+  return runNodeChild(args, { env: childEnv(ctx) }).then(({ out: o, code, signal, stderr }) => {
+    if (!o) {
+      return row({ scenario, load: 'leakcheck.js', crashes: signal ? 1 : 0,
+        notes: `failed: leakcheck.js exited ${signal || code}: ${stderr.trim().split('\n').slice(-2).join(' | ')}` });
+    }
+    if (!o.ran) return row({ scenario, load: o.scenario || 'leakcheck.js', notes: `not run: ${o.reason}` });
+    return row({
+      scenario,
+      load: o.scenario,
+      badInputs: o.badInputs,
+      crashes: o.runs.filter((x) => x.crashed).length,
+      ok: o.ok,
+      notes: o.summary,
     });
   });
 }
