@@ -9,6 +9,7 @@ export default defineConfig(
   globalIgnores([
     'dist/**',
     'build*/**',
+    '.libtorch/**', // pip's libtorch folders (scripts/setup.sh)
     'node_modules/**',
     'test/fixtures/**',
     '.tmp/**',

@@ -3,7 +3,10 @@
  *
  * The order: `TORCHFOLD_ADDON` alone when it is set; otherwise node-gyp-build's
  * choice first (a local build in build/Release or build/Debug, else the
- * prebuild for this platform), then every other candidate. When none loads,
+ * prebuild for this platform), then every other candidate. A prebuild whose
+ * record names another libtorch release or ABI than the one
+ * scripts/libtorch.js finds here is never loaded: it could bind to whatever
+ * library of the same name the loader finds first. When none loads,
  * the error lists each file tried with what it needs (from the `ADDON.json`
  * record written beside it at build time) and why the loader refused it, the
  * libtorch this machine has, and the fixes that match.
@@ -80,10 +83,22 @@ function readRecord(file: string): AddonRecord | undefined {
 export function loadAddon<T>(root: string, env: NodeJS.ProcessEnv = process.env):
   { binding: T; file: string } | { attempts: LoadAttempt[] } {
   const attempts = addonCandidates(root, env);
+  let here: { found: FoundLibtorch | null } | undefined;
   for (const a of attempts) {
     if (!fs.existsSync(a.file)) {
       a.error = 'no such file';
       continue;
+    }
+    if (a.origin === 'prebuild') {
+      // Only a prebuild needs the check (a local build was made against this machine's
+      // libtorch), and only then is the locator asked: it may start python3.
+      a.record = readRecord(a.file);
+      here ??= locateLibtorch(root);
+      const refused = prebuildMismatch(a.record, here.found);
+      if (refused) {
+        a.error = refused;
+        continue;
+      }
     }
     try {
       return { binding: require(a.file) as T, file: a.file };
@@ -92,8 +107,28 @@ export function loadAddon<T>(root: string, env: NodeJS.ProcessEnv = process.env)
     }
   }
   // The records only explain a failure: they are not read when a load succeeds.
-  for (const a of attempts) a.record = readRecord(a.file);
+  for (const a of attempts) a.record ??= readRecord(a.file);
   return { attempts };
+}
+
+const PREBUILD_MISMATCH = 'not loaded: this prebuild is for';
+
+/**
+ * Why a prebuild must not be loaded with the libtorch found here, or undefined
+ * when it may be: another release (major.minor) or another C++ ABI. With no
+ * record, or no libtorch found, the loader's own error tells.
+ */
+export function prebuildMismatch(record: AddonRecord | undefined, found: FoundLibtorch | null): string | undefined {
+  const t = record?.libtorch;
+  if (!t?.version || !found) return undefined;
+  const abiDiffers = t.cxx11Abi != null && found.cxx11Abi != null && t.cxx11Abi !== found.cxx11Abi;
+  if (sameRelease(t.version, found.version) && !abiDiffers) return undefined;
+  return `${PREBUILD_MISMATCH} libtorch ${t.version} (${abiName(t.cxx11Abi)}), but the libtorch found here is ` +
+    `${found.version} (${found.source}, ${abiName(found.cxx11Abi)}) at ${found.root}`;
+}
+
+function abiName(abi: number | null | undefined): string {
+  return abi === 0 ? 'pre-C++11 ABI' : abi === 1 ? 'C++11 ABI' : 'unknown ABI';
 }
 
 /** The libtorch scripts/libtorch.js finds here, or why none was found. Only asked after a failed load. */
@@ -113,13 +148,11 @@ const TORCH_LIBRARY = /^lib(torch|torch_cpu|c10|torch_global_deps|shm|gomp|iomp5
 function needs(record: AddonRecord | undefined): string {
   const t = record?.libtorch;
   if (!t) return 'no record of the libtorch it needs';
-  const abi = t.cxx11Abi === 0 ? 'pre-C++11 ABI' : t.cxx11Abi === 1 ? 'C++11 ABI' : 'unknown ABI';
-  return `needs libtorch ${t.version ?? '?'} (${t.source ?? '?'}), ${abi}, ${t.cuda ? 'CUDA' : 'CPU'}`;
+  return `needs libtorch ${t.version ?? '?'} (${t.source ?? '?'}), ${abiName(t.cxx11Abi)}, ${t.cuda ? 'CUDA' : 'CPU'}`;
 }
 
 function describeFound(found: FoundLibtorch): string {
-  const abi = found.cxx11Abi === 0 ? 'pre-C++11 ABI' : found.cxx11Abi === 1 ? 'C++11 ABI' : 'unknown ABI';
-  return `libtorch ${found.version} (${found.source}) at ${found.root}, ${abi}, ${found.cuda ? 'CUDA' : 'CPU'}`;
+  return `libtorch ${found.version} (${found.source}) at ${found.root}, ${abiName(found.cxx11Abi)}, ${found.cuda ? 'CUDA' : 'CPU'}`;
 }
 
 function sameRelease(a: string | undefined, b: string | undefined): boolean {
@@ -150,13 +183,21 @@ export function explainLoadFailure(root: string, attempts: LoadAttempt[], pkgNam
   const add = (s: string) => { if (!fixes.includes(s)) fixes.push(s); };
   const rebuild = `build the addon from source against the libtorch you have: \`npm rebuild ${pkgName} --build-from-source\` ` +
     '(set LIBTORCH=/path/to/libtorch first for an official zip or a pip PyTorch; in a clone of the repo: `npm run setup`)';
-  const installDebian = 'install libtorch: `sudo apt-get install -y libtorch-dev` (Debian 12 / Ubuntu: libtorch 1.13.1, the ' +
-    'version the published prebuild needs), or unzip an official libtorch and set LIBTORCH and LD_LIBRARY_PATH to it, then rebuild';
+  const prebuilt = attempts.find((a) => a.origin === 'prebuild' && a.record?.libtorch?.version)?.record?.libtorch?.version;
+  const installDebian = 'install libtorch' + (prebuilt ? ` (the prebuild needs ${prebuilt})` : '') + ': a pip PyTorch ' +
+    '(`pip install torch`, then LIBTORCH="$(python3 -c \'import torch, os; print(os.path.dirname(torch.__file__))\')"), ' +
+    'an official libtorch zip (LIBTORCH=/path/to/libtorch), or Debian/Ubuntu\'s `sudo apt-get install -y libtorch-dev` ' +
+    '(1.13.1; LIBTORCH=system), then rebuild';
 
   for (const a of attempts) {
     const err = a.error ?? '';
     const t = a.record?.libtorch;
     const missing = /([^\s:]+\.so[.\d]*): cannot open shared object file/.exec(err)?.[1];
+    if (err.startsWith(PREBUILD_MISMATCH)) {
+      add(`${rel(a.file)} is for libtorch ${t?.version ?? '?'}, not the libtorch ${found?.version ?? '?'} found here: ` +
+        `${rebuild}; or point LIBTORCH at a libtorch ${t?.version ?? '?'} (LIBTORCH=system for Debian's libtorch-dev)`);
+      continue;
+    }
     if (err === 'no such file') {
       if (a.origin === 'TORCHFOLD_ADDON') {
         add(`TORCHFOLD_ADDON=${a.file} does not exist: unset it to use the installed addon, or point it at a built torchfold.node`);

@@ -84,6 +84,8 @@ export interface NativeBinding {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   cudaIsAvailable(): boolean;
+  /** Throws ERR_DEVICE_UNAVAILABLE, with the reason, when the device named is not present. */
+  checkDevice(device: string): void;
   cudaDeviceCount(): number;
   versions(): { libtorch: string; libtorchHeaders: string; napi: number; cudaBuild: boolean };
 }

@@ -168,6 +168,19 @@ export class Tensor {
   }
 
   /**
+   * The elements as values, in row-major order: {@link Tensor.toTypedArray}, except that
+   * float16 and bfloat16 come decoded into a `Float32Array` (which holds every
+   * half-precision value exactly) instead of their raw bits. Compare outputs with this.
+   * CPU tensors only.
+   */
+  toValues(): TensorData {
+    const data = this.toTypedArray();
+    if (this.dtype === 'float16') return float16Values(data as Uint16Array);
+    if (this.dtype === 'bfloat16') return bfloat16Values(data as Uint16Array);
+    return data;
+  }
+
+  /**
    * A copy on another device; this tensor is unchanged.
    *
    * @param device - `'cpu'`, `'cuda'` or `'cuda:N'`.
@@ -194,4 +207,26 @@ export class Tensor {
     if (this.disposed) return 'Tensor <disposed>';
     return `Tensor ${this.dtype} [${this.shape.join(', ')}] on ${this.device}`;
   }
+}
+
+/** IEEE 754 binary16 bit patterns to their values. */
+function float16Values(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i];
+    const sign = b & 0x8000 ? -1 : 1;
+    const exp = (b >> 10) & 0x1f;
+    const frac = b & 0x3ff;
+    if (exp === 0) out[i] = sign * frac * 2 ** -24;  // zero and subnormals
+    else if (exp === 0x1f) out[i] = frac ? NaN : sign * Infinity;
+    else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return out;
+}
+
+/** bfloat16 bit patterns to their values: the top half of a float32. */
+function bfloat16Values(bits: Uint16Array): Float32Array {
+  const wide = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
+  return new Float32Array(wide.buffer);
 }

@@ -5,13 +5,18 @@
 // this script, so the two builds cannot drift apart.
 //
 // Search order (first hit wins):
-//   1. $LIBTORCH: a libtorch folder (official zip, or the torch/ folder of a pip-installed PyTorch)
-//   2. a PyTorch importable by the `python3` first on PATH (torch.utils.cmake_prefix_path)
-//   3. the system (Debian/Ubuntu `libtorch-dev`, or /usr/local)
-// Never downloads anything.
+//   1. $LIBTORCH: a libtorch folder (official zip, or the torch/ folder of a pip-installed
+//      PyTorch), or the word `system` for the system's (Debian's libtorch-dev)
+//   2. the project's own: .libtorch/cpu/torch, pip's CPU wheel, which scripts/setup.sh
+//      installs in a clone (the default, libtorch 2.x)
+//   3. a PyTorch importable by the `python3` first on PATH (torch.utils.cmake_prefix_path)
+//   4. the system (Debian/Ubuntu `libtorch-dev`, or /usr/local)
+// Never downloads anything. A libtorch whose parts disagree (TorchConfig's ABI flag against
+// the ABI its libraries were compiled with, or its headers' version against its own) is
+// refused here, so a build fails at configure and names both sides.
 //
-// Usage: node scripts/libtorch.js [--json | --field NAME | --gyp-includes | --gyp-libs |
-//                                  --gyp-ldflags | --gyp-defines | --check | --record ADDON]
+// Usage: node scripts/libtorch.js [--json | --field NAME | --gyp-includes | --gyp-libs | --cmake-libs |
+//                                  --gyp-std | --gyp-defines | --check | --record ADDON]
 
 const fs = require('fs');
 const path = require('path');
@@ -31,11 +36,59 @@ function libFile(libDir, name) {
   return null;
 }
 
-function readAbi(cmakeDir) {
-  // TorchConfig.cmake records the ABI its libraries were built with.
+const PROJECT_LIBTORCH = path.join(__dirname, '..', '.libtorch', 'cpu', 'torch');
+
+// TorchConfig.cmake records the ABI its libraries were built with; 2.x's leaves
+// TORCH_CXX_FLAGS empty (its wheels are all C++11 ABI), so null says "not recorded".
+function configAbi(cmakeDir) {
   const text = fs.readFileSync(path.join(cmakeDir, CONFIG_REL), 'utf8');
   const m = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(text);
   return m ? Number(m[1]) : null;
+}
+
+// The ABI c10 was compiled with, read from the library itself: a C++11-ABI build names
+// std::__cxx11 types in its symbols, a pre-C++11 one never does. null when the file is
+// not an ELF library.
+function libraryAbi(file) {
+  let bytes;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch {
+    return null;
+  }
+  if (bytes.length < 64 || bytes.readUInt32BE(0) !== 0x7f454c46) return null;
+  return bytes.includes('St7__cxx11') ? 1 : 0;
+}
+
+// The version libtorch's headers declare (major.minor.patch), or null.
+function headerVersion(includeRoot) {
+  for (const rel of ['torch/headeronly/version.h', 'torch/csrc/api/include/torch/version.h']) {
+    const p = path.join(includeRoot, rel);
+    if (!exists(p)) continue;
+    const text = fs.readFileSync(p, 'utf8');
+    const v = {};
+    for (const m of text.matchAll(/#define TORCH_VERSION_(MAJOR|MINOR|PATCH) (\d+)/g)) v[m[1]] = m[2];
+    if (v.MAJOR && v.MINOR) return `${v.MAJOR}.${v.MINOR}.${v.PATCH ?? 0}`;
+  }
+  return null;
+}
+
+function majorMinor(v) {
+  const m = /^(\d+)\.(\d+)/.exec(v ?? '');
+  return m ? `${m[1]}.${m[2]}` : null;
+}
+
+// The folders a CUDA wheel's libtorch finds its CUDA libraries in (the nvidia-* wheels
+// beside torch/), for the linker's -rpath-link; libtorch_cuda's own RPATH finds them at run time.
+function cudaWheelDirs(root) {
+  const nvidia = path.join(root, '..', 'nvidia');
+  let names = [];
+  try {
+    names = fs.readdirSync(nvidia).sort();
+  } catch {
+    return [];
+  }
+  return names.map((n) => path.join(nvidia, n, 'lib')).filter(exists);
 }
 
 function readVersion(root, cmakeDir, source) {
@@ -84,6 +137,17 @@ function describe(source, root, cmakeDir, libDir, includeRoot) {
   const cuda = Boolean(libFile(libDir, 'torch_cuda') && libFile(libDir, 'c10_cuda'));
   const libraries = cuda ? ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda'] : required;
   const version = readVersion(root, cmakeDir, source);
+  const fromConfig = configAbi(cmakeDir);
+  const fromLibrary = libraryAbi(libFile(libDir, 'c10'));
+  if (fromConfig !== null && fromLibrary !== null && fromConfig !== fromLibrary) {
+    return { error: `ABI mismatch in ${root}: ${path.join(cmakeDir, CONFIG_REL)} says _GLIBCXX_USE_CXX11_ABI=${fromConfig}, ` +
+      `but ${libFile(libDir, 'c10')} was compiled with _GLIBCXX_USE_CXX11_ABI=${fromLibrary}` };
+  }
+  const headers = headerVersion(includeRoot);
+  if (headers && version !== 'unknown' && majorMinor(headers) !== majorMinor(version)) {
+    return { error: `version mismatch in ${root}: its libraries are libtorch ${version}, ` +
+      `but the headers under ${includeRoot} are libtorch ${headers}` };
+  }
   return {
     source,
     root,
@@ -93,8 +157,12 @@ function describe(source, root, cmakeDir, libDir, includeRoot) {
     libraries,
     libraryFiles: libraries.map((n) => libFile(libDir, n)),
     cuda,
-    cxx11Abi: readAbi(cmakeDir),
+    // Folders the linker may search for libtorch's own dependencies (never for libtorch itself).
+    rpathLink: [libDir, ...(cuda ? cudaWheelDirs(root) : [])],
+    cxx11Abi: fromConfig ?? fromLibrary,
+    abiFrom: fromConfig !== null ? 'TorchConfig.cmake' : fromLibrary !== null ? 'libc10 symbols' : null,
     cxxStandard: cxxStandard(includeRoot, version),
+    headerVersion: headers,
     version,
   };
 }
@@ -111,8 +179,17 @@ function fromFolder(source, folder) {
 function fromEnv() {
   const dir = process.env.LIBTORCH;
   if (!dir) return { skipped: 'LIBTORCH is not set' };
+  if (dir === 'system' || path.resolve(dir) === '/usr') {
+    const r = fromSystem();
+    return r.source ? r : { error: `LIBTORCH=${dir}: ${r.error || r.skipped}` };
+  }
   if (!exists(dir)) return { error: `LIBTORCH=${dir} does not exist` };
   return fromFolder('LIBTORCH', dir);
+}
+
+function fromProject() {
+  if (!exists(PROJECT_LIBTORCH)) return { skipped: `no ${path.relative(path.join(__dirname, '..'), PROJECT_LIBTORCH)} (scripts/setup.sh installs it in a clone)` };
+  return fromFolder('project', PROJECT_LIBTORCH);
 }
 
 function fromPython() {
@@ -156,12 +233,13 @@ function fromSystem() {
 
 function locate() {
   const attempts = [];
-  for (const [name, fn] of [['LIBTORCH', fromEnv], ['python3', fromPython], ['system', fromSystem]]) {
+  for (const [name, fn] of [['LIBTORCH', fromEnv], ['project', fromProject], ['python3', fromPython], ['system', fromSystem]]) {
     const r = fn();
     if (r.source) return { found: r, attempts };
     attempts.push(`${name}: ${r.error || r.skipped}`);
-    // An explicit LIBTORCH that is wrong must not silently fall back to another libtorch.
-    if (name === 'LIBTORCH' && r.error) break;
+    // An explicit LIBTORCH, or the project's own libtorch, that is wrong must not
+    // silently fall back to another libtorch.
+    if ((name === 'LIBTORCH' || name === 'project') && r.error) break;
   }
   return { found: null, attempts };
 }
@@ -186,8 +264,6 @@ function main(argv) {
   }
   const arg = argv[0] || '--json';
   const q = (s) => (/[\s"']/.test(s) ? JSON.stringify(s) : s);
-  const rpath = found.source === 'system' ? [] : [`-Wl,-rpath,${found.libDir}`];
-  const cudaLibs = found.cuda ? ['-Wl,--no-as-needed', '-ltorch_cuda', '-lc10_cuda', '-Wl,--as-needed'] : [];
   switch (arg) {
     case '--json': process.stdout.write(JSON.stringify(found, null, 2) + '\n'); break;
     case '--check': process.stdout.write(`libtorch ${found.version} (${found.source}) at ${found.root}\n`); break;
@@ -204,14 +280,30 @@ function main(argv) {
     case '--gyp-includes': process.stdout.write(found.includeDirs.map(q).join(' ') + '\n'); break;
     case '--gyp-defines': process.stdout.write(defines(found).join(' ') + '\n'); break;
     case '--gyp-std': process.stdout.write(`-std=c++${found.cxxStandard}\n`); break;
-    case '--gyp-libs':
-      process.stdout.write([`-L${q(found.libDir)}`, ...rpath, ...cudaLibs,
-        ...found.libraries.filter((l) => !l.endsWith('_cuda')).map((l) => `-l${l}`)].join(' ') + '\n');
-      break;
+    case '--gyp-libs': process.stdout.write(linkFlags(found).map(q).join(' ') + '\n'); break;
+    case '--cmake-libs': process.stdout.write(linkFlags(found).join(';') + '\n'); break;
     default:
       process.stderr.write(`libtorch.js: unknown option ${arg}\n`);
       process.exit(2);
   }
+}
+
+/**
+ * The linker's arguments for this libtorch. Its libraries are named by their full
+ * paths, never with -L/-l, so no other libtorch on the machine (Debian's in
+ * /usr/lib, say) can stand in for them at link time; -rpath records the folder
+ * for run time. A CUDA libtorch's torch_cuda and c10_cuda are linked with
+ * --no-as-needed: nothing calls them directly, and without them CUDA kernels
+ * never register.
+ */
+function linkFlags(found) {
+  const flags = found.rpathLink.map((d) => `-Wl,-rpath-link,${d}`);
+  if (found.source !== 'system') flags.push(`-Wl,-rpath,${found.libDir}`);
+  const files = found.libraries.map((n, i) => ({ name: n, file: found.libraryFiles[i] }));
+  const cuda = files.filter((f) => f.name.endsWith('_cuda')).map((f) => f.file);
+  if (cuda.length) flags.push('-Wl,--no-as-needed', ...cuda, '-Wl,--as-needed');
+  flags.push(...files.filter((f) => !f.name.endsWith('_cuda')).map((f) => f.file));
+  return flags;
 }
 
 function defines(found) {
@@ -232,6 +324,17 @@ function neededLibraries(file) {
   }
 }
 
+/** The RUNPATH (or RPATH) folders an ELF file names, or null when they cannot be read. */
+function runpath(file) {
+  try {
+    const out = execFileSync('readelf', ['-d', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const m = /\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]/.exec(out);
+    return m ? m[1].split(':').filter(Boolean) : [];
+  } catch {
+    return null;
+  }
+}
+
 /**
  * The record of what an addon needs at run time, written beside it as ADDON.json.
  * lib/binding.ts reads it to explain a load that failed (which libtorch, which
@@ -247,11 +350,13 @@ function addonRecord(addon, found) {
     libtorch: {
       version: found.version,
       source: found.source,
+      root: found.root,
       libDir: found.libDir,
       cxx11Abi: found.cxx11Abi,
       cuda: found.cuda,
     },
     needed: neededLibraries(addon),
+    runpath: runpath(addon),
     builtWith: { node: process.versions.node },
   };
 }
@@ -264,5 +369,5 @@ function writeRecord(addon, found) {
   return file;
 }
 
-module.exports = { locate, failureMessage, defines, addonRecord, writeRecord, neededLibraries };
+module.exports = { locate, failureMessage, defines, linkFlags, addonRecord, writeRecord, neededLibraries, runpath };
 if (require.main === module) main(process.argv.slice(2));

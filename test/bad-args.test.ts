@@ -8,7 +8,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cuda, load, ScriptModule, Tensor, TensorData, TorchfoldError } from '../lib';
+import { cuda, load, ScriptModule, Tensor, TensorData, TorchfoldError, versions } from '../lib';
 import { inputsOf, model, PYTHON, readTensorData, tmpDir } from './helpers/fixtures';
 
 const dir = tmpDir('bad-args');
@@ -93,7 +93,9 @@ describe.skipIf(cuda.isAvailable())('devices that are not there (no GPU here)', 
   it("tensor.to('cuda') and module.to('cuda:1') reject with ERR_DEVICE_UNAVAILABLE naming the device", async () => {
     const x = zeros([2]);
     expect(await rejection(x.to('cuda'))).toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE',
-      message: expect.stringMatching(/^Device cuda:0 is not available: /) });
+      message: expect.stringMatching(versions.cudaBuild
+        ? /^Device cuda:0 is not available: this build has CUDA \(libtorch [^)]+\), but no GPU is visible/
+        : /^Device cuda:0 is not available: this build is CPU-only \(libtorch [^)]+\): rebuild torchfold against a CUDA libtorch/) });
     expect(await rejection(m.to('cuda:1'))).toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE', message: expect.stringMatching(/cuda:1/) });
     expect(x.device).toBe('cpu');
     expect(m.device).toBe('cpu');

@@ -17,7 +17,8 @@ function locator(args: string[], env: NodeJS.ProcessEnv = {}) {
 
 /** A folder laid out like an official libtorch zip with CUDA (empty files stand in for libraries). */
 function fakeCudaLibtorch(): string {
-  const root = path.join(dir, 'libtorch');
+  // A new folder each time: one test links a real library into its copy.
+  const root = fs.mkdtempSync(path.join(dir, 'libtorch-'));
   for (const d of ['lib', 'include/torch', 'share/cmake/Torch']) fs.mkdirSync(path.join(root, d), { recursive: true });
   for (const l of ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']) fs.writeFileSync(path.join(root, 'lib', `lib${l}.so`), '');
   fs.writeFileSync(path.join(root, 'include/torch/script.h'), '');
@@ -36,14 +37,67 @@ describe('libtorch locator (scripts/libtorch.js)', () => {
     expect([0, 1]).toContain(found.cxx11Abi);
   });
 
-  it('LIBTORCH wins, and a CUDA libtorch links torch_cuda with --no-as-needed', () => {
+  it('LIBTORCH wins; libraries are linked by full path, a CUDA libtorch\'s torch_cuda with --no-as-needed', () => {
     const root = fakeCudaLibtorch();
     const found = JSON.parse(locator(['--json'], { LIBTORCH: root }).stdout);
-    expect(found).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11Abi: 0, version: '2.5.1+cu124', cxxStandard: 17 });
+    expect(found).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11Abi: 0, abiFrom: 'TorchConfig.cmake', version: '2.5.1+cu124', cxxStandard: 17 });
+    const lib = (n: string) => path.join(root, 'lib', `lib${n}.so`);
     const libs = locator(['--gyp-libs'], { LIBTORCH: root }).stdout;
-    expect(libs).toMatch(/-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed/);
+    expect(libs).toContain(`-Wl,--no-as-needed ${lib('torch_cuda')} ${lib('c10_cuda')} -Wl,--as-needed`);
     expect(libs).toContain(`-Wl,-rpath,${path.join(root, 'lib')}`);
+    expect(libs).not.toMatch(/(^| )-l|(^| )-L/);  // never a search: another libtorch could answer it
+    expect(locator(['--cmake-libs'], { LIBTORCH: root }).stdout.trim().split(';')).toContain(lib('torch_cpu'));
     expect(locator(['--gyp-defines'], { LIBTORCH: root }).stdout).toMatch(/_GLIBCXX_USE_CXX11_ABI=0 TORCHFOLD_WITH_CUDA=1/);
+  });
+
+  /** A copy of the fake libtorch whose libc10.so is a real one: the C++11-ABI library of the libtorch found here. */
+  function withRealC10(config: string): string {
+    const root = fakeCudaLibtorch();
+    const real = JSON.parse(locator(['--json']).stdout) as { libraryFiles: string[] };
+    fs.rmSync(path.join(root, 'lib', 'libc10.so'));
+    fs.symlinkSync(real.libraryFiles.find((f) => /libc10\.so/.test(f))!, path.join(root, 'lib', 'libc10.so'));
+    fs.writeFileSync(path.join(root, 'share/cmake/Torch/TorchConfig.cmake'), config);
+    return root;
+  }
+
+  it('a TorchConfig without the ABI flag (pip\'s libtorch 2.x): the ABI is read from libc10\'s symbols', () => {
+    const root = withRealC10('set(TORCH_CXX_FLAGS "")\n');
+    const found = JSON.parse(locator(['--json'], { LIBTORCH: root }).stdout);
+    expect(found).toMatchObject({ cxx11Abi: 1, abiFrom: 'libc10 symbols' });
+    expect(locator(['--gyp-defines'], { LIBTORCH: root }).stdout).toContain('_GLIBCXX_USE_CXX11_ABI=1');
+  });
+
+  it('a real ABI mismatch fails the locator and CMake\'s configure, naming both sides', () => {
+    const root = withRealC10('set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=0")\n');
+    const r = locator(['--json'], { LIBTORCH: root });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`ABI mismatch in ${root}: ${path.join(root, 'share/cmake/Torch/TorchConfig.cmake')} ` +
+      `says _GLIBCXX_USE_CXX11_ABI=0, but ${path.join(root, 'lib', 'libc10.so')} was compiled with _GLIBCXX_USE_CXX11_ABI=1`);
+    const cmake = spawnSync('cmake', ['-S', ROOT, '-B', path.join(dir, 'cmake-abi')],
+      { encoding: 'utf8', env: { ...process.env, LIBTORCH: root } });
+    expect(cmake.status).not.toBe(0);
+    expect(cmake.stderr.replace(/\s+/g, ' ')).toContain('says _GLIBCXX_USE_CXX11_ABI=0, but');
+  });
+
+  it('headers of another release than the libraries: refused, naming both versions', () => {
+    const root = fakeCudaLibtorch();
+    fs.mkdirSync(path.join(root, 'include/torch/headeronly'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'include/torch/headeronly/version.h'),
+      '#define TORCH_VERSION_MAJOR 1\n#define TORCH_VERSION_MINOR 13\n#define TORCH_VERSION_PATCH 0\n');
+    const r = locator(['--json'], { LIBTORCH: root });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`version mismatch in ${root}: its libraries are libtorch 2.5.1+cu124, but the headers under ` +
+      `${path.join(root, 'include')} are libtorch 1.13.0`);
+    fs.rmSync(path.join(root, 'include/torch/headeronly'), { recursive: true });
+  });
+
+  it('LIBTORCH=system picks the system\'s libtorch even when another is the default', () => {
+    const r = locator(['--json'], { LIBTORCH: 'system' });
+    if (r.status !== 0) {
+      expect(r.stderr).toContain('LIBTORCH=system:');
+      return;
+    }
+    expect(JSON.parse(r.stdout)).toMatchObject({ source: 'system' });
   });
 
   it('headers that demand C++20 get -std=c++20 in both builds', () => {
@@ -96,7 +150,8 @@ describe('the prebuild (prebuildify over binding.gyp)', () => {
     const r = JSON.parse(out);
     expect(r.n).toBe(10);
     expect(r.worst).toBeLessThanOrEqual(1e-5);
-    expect(r.libtorch).toBe(versions.libtorch);
+    const record = JSON.parse(fs.readFileSync(`${gypAddon}.json`, 'utf8')) as { libtorch: { version: string } };
+    expect(r.libtorch).toBe(record.libtorch.version);
   });
 });
 

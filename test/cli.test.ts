@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import Ajv from 'ajv/dist/2020';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cuda, getNumThreads, load, readExtraFiles, Tensor, TorchValue } from '../lib';
+import { cuda, getNumThreads, load, readExtraFiles, Tensor, TorchValue, versions } from '../lib';
 import { seededNormal } from '../lib/fuse';
 import { badFile, checkInPyTorch, fixtures, model, PYTHON, ROOT } from './helpers/fixtures';
 
@@ -517,7 +517,10 @@ describe('usage', () => {
       ['bench', 'a.pt', '--device', 'cuda', '--input-shape', caseShape('convbn_scripted').join(',')]]) {
       const r = await run(args, dir);
       expect(r.code, args.join(' ')).toBe(2);
-      expect(r.stderr, args.join(' ')).toMatch(/no CUDA device is available/);
+      // The API's code and reason: a CPU-only build, or a CUDA build without a GPU.
+      expect(r.stderr, args.join(' ')).toMatch(versions.cudaBuild
+        ? /^error: ERR_DEVICE_UNAVAILABLE: Device cuda(:\d+)? is not available: this build has CUDA \(libtorch .*\), but no GPU is visible/
+        : /^error: ERR_DEVICE_UNAVAILABLE: Device cuda(:\d+)? is not available: this build is CPU-only \(libtorch .*\): rebuild/);
     }
     const bad = await run(['optimize', 'a.pt', '--device', 'gpu'], dir);
     expect(bad.code).toBe(2);

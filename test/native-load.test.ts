@@ -2,8 +2,9 @@
 // package folder laid out like an install from the tarball (dist/, the
 // locator, one prebuild and its record, no local build), and the package is
 // loaded in a child process. The faults: no libtorch on the machine (hidden in
-// a private mount namespace), a prebuild for another libtorch version, an ABI
-// mismatch, a CUDA build without the CUDA runtime, and broken candidates.
+// a private mount namespace), a prebuild for another libtorch version or ABI
+// (never loaded: libtorch 2.x against 1.13 and the other way, with real builds
+// of each), a CUDA build without the CUDA runtime, and broken candidates.
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -30,17 +31,19 @@ function patchelf(args: string[]): void {
 }
 
 /** A package folder like `npm install torchfold-*.tgz` leaves, with its prebuild edited by `edit`. */
-function fakeInstall(name: string, edit?: (addon: string, record: Record) => void): { pkg: string; addon: string } {
+function fakeInstall(name: string, edit?: (addon: string, record: Record) => void, from = prebuild): { pkg: string; addon: string } {
   const pkg = path.join(dir, name);
   fs.mkdirSync(path.join(pkg, 'scripts'), { recursive: true });
   fs.cpSync(path.join(ROOT, 'dist'), path.join(pkg, 'dist'), { recursive: true });
   fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
   fs.copyFileSync(path.join(ROOT, 'scripts', 'libtorch.js'), path.join(pkg, 'scripts', 'libtorch.js'));
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(pkg, 'node_modules'));
+  // The same machine: the locator in the package finds the libtorch this checkout's does.
+  if (fs.existsSync(path.join(ROOT, '.libtorch'))) fs.symlinkSync(path.join(ROOT, '.libtorch'), path.join(pkg, '.libtorch'));
   const addon = path.join(pkg, 'prebuilds', tuple, prebuildName!);
   fs.mkdirSync(path.dirname(addon), { recursive: true });
-  fs.copyFileSync(prebuild, addon);
-  const record = JSON.parse(fs.readFileSync(`${prebuild}.json`, 'utf8')) as Record;
+  fs.copyFileSync(from, addon);
+  const record = JSON.parse(fs.readFileSync(`${from}.json`, 'utf8')) as Record;
   edit?.(addon, record);
   fs.writeFileSync(`${addon}.json`, JSON.stringify(record, null, 2));
   return { pkg, addon };
@@ -110,29 +113,35 @@ describe('loading the native part, with each fault arranged', () => {
     // In a private mount namespace, the library folder is replaced by links to
     // everything in it except libtorch's libraries: the loader, python3's torch
     // and the locator all see a machine without libtorch.
-    const ns = path.join(dir, 'ns');
-    fs.mkdirSync(path.join(ns, 'orig'), { recursive: true });
-    fs.mkdirSync(path.join(ns, 'filtered'), { recursive: true });
-    const hide = `
-      set -e
-      mount --bind '${found.libDir}' '${ns}/orig'
+    // Every libtorch here is hidden: this checkout's and the system's (Debian's
+    // libtorch-dev), or the loader would find the other one by its file name.
+    const system = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'libtorch.js'), '--field', 'libDir'],
+      { encoding: 'utf8', env: { ...process.env, LIBTORCH: 'system' } });
+    const libDirs = [...new Set([found.libDir, ...(system.status === 0 ? [system.stdout.trim()] : [])])];
+    const hide = ['set -e', ...libDirs.map((libDir, i) => {
+      const ns = path.join(dir, `ns${i}`);
+      fs.mkdirSync(path.join(ns, 'orig'), { recursive: true });
+      fs.mkdirSync(path.join(ns, 'filtered'), { recursive: true });
+      return `
+      mount --bind '${libDir}' '${ns}/orig'
       for f in '${ns}'/orig/* '${ns}'/orig/.[!.]*; do
         [ -e "$f" ] || continue
         case "$(basename "$f")" in libtorch*|libc10*|libshm*|libcaffe2*) continue;; esac
         ln -s "$f" '${ns}/filtered/'"$(basename "$f")"
       done
-      mount --bind '${ns}/filtered' '${found.libDir}'
-      exec "$@"`;
+      mount --bind '${ns}/filtered' '${libDir}'`;
+    }), 'exec "$@"'].join('\n');
     const r = tryLoad(pkg, { wrap: ['unshare', '-m', '--propagation', 'private', 'bash', '-c', hide, 'hide'] });
     const message = expectLoadError(r);
     expect(message).toContain(`1. ${path.relative(pkg, addon)} (prebuild; needs libtorch ${found.version}`);
     expect(message).toMatch(/-> lib(torch|torch_cpu|c10)\.so[.\d]*: cannot open shared object file/);
-    expect(message).toMatch(/libtorch on this machine: none found \(LIBTORCH: LIBTORCH is not set; python3: .*; system: no lib/);
+    expect(message).toMatch(/libtorch on this machine: none found \(LIBTORCH: LIBTORCH is not set; (project: no lib|python3: .*; system: no lib)/);
     expect(message).toContain('apt-get install -y libtorch-dev');
-    expect(message).toContain('set LIBTORCH');
+    expect(message).toContain(`the prebuild needs ${found.version}`);
+    expect(message).toContain('LIBTORCH=');
   });
 
-  it('a prebuild for another libtorch version: names both versions and says to rebuild', () => {
+  it('a prebuild for another libtorch version is never loaded: the error names both versions and says to rebuild', () => {
     const { pkg } = fakeInstall('wrong-version', (addon, record) => {
       for (const soname of torchSonames(record)) {
         patchelf(['--replace-needed', soname, soname.replace(/\.so.*$/, '.so.2.5'), addon]);
@@ -140,31 +149,66 @@ describe('loading the native part, with each fault arranged', () => {
       record.libtorch.version = '2.5.1';
     });
     const message = expectLoadError(tryLoad(pkg));
-    expect(message).toMatch(/-> lib(torch|torch_cpu|c10)\.so\.2\.5: cannot open shared object file/);
-    expect(message).toContain(`wrong libtorch version: prebuilds/${tuple}/${prebuildName} needs libtorch 2.5.1, ` +
-      `this machine has ${found.version}`);
+    expect(message).toContain(`-> not loaded: this prebuild is for libtorch 2.5.1 (`);
+    expect(message).toContain(`but the libtorch found here is ${found.version}`);
+    expect(message).toContain(`prebuilds/${tuple}/${prebuildName} is for libtorch 2.5.1, not the libtorch ${found.version} found here`);
     expect(message).toContain('npm rebuild torchfold --build-from-source');
   });
 
-  it('an ABI mismatch: the loader names the missing symbol, the message names both ABIs', () => {
+  it('a prebuild for the other C++ ABI is never loaded: the error names both ABIs', () => {
     const otherAbi = found.cxx11Abi === 1 ? 0 : 1;
-    const { pkg } = fakeInstall('abi', (addon, record) => {
-      // The addon asks libtorch for a symbol it does not export, as an addon
-      // built with the other _GLIBCXX_USE_CXX11_ABI does (std::string's
-      // mangled name differs): same length, so only the dynamic string changes.
-      const bytes = fs.readFileSync(addon);
-      const name = Buffer.from('_ZN5torch3jit4load');
-      let at = bytes.indexOf(name);
-      expect(at).toBeGreaterThan(0);
-      for (; at >= 0; at = bytes.indexOf(name, at + 1)) bytes[at + name.length - 1] = 'D'.charCodeAt(0);
-      fs.writeFileSync(addon, bytes);
-      record.libtorch.cxx11Abi = otherAbi;
-    });
+    const abiName = (a: number) => (a === 1 ? 'C++11 ABI' : 'pre-C++11 ABI');
+    const { pkg } = fakeInstall('abi', (_addon, record) => { record.libtorch.cxx11Abi = otherAbi; });
+    const message = expectLoadError(tryLoad(pkg));
+    expect(message).toContain(`-> not loaded: this prebuild is for libtorch ${found.version} (${abiName(otherAbi)}), ` +
+      `but the libtorch found here is ${found.version}`);
+    expect(message).toContain(abiName(found.cxx11Abi));
+  });
+
+  it('a local build that needs a symbol libtorch lacks (another ABI): the loader names it, the message says rebuild', () => {
+    const { pkg } = fakeInstall('abi-local');
+    // The addon asks libtorch for a symbol it does not export, as an addon built
+    // with the other _GLIBCXX_USE_CXX11_ABI does (std::string's mangled name
+    // differs): same length, so only the dynamic string changes.
+    const local = path.join(pkg, 'build', 'Release', 'torchfold.node');
+    fs.mkdirSync(path.dirname(local), { recursive: true });
+    const bytes = fs.readFileSync(prebuild);
+    const name = Buffer.from('_ZN5torch3jit4load');
+    let at = bytes.indexOf(name);
+    expect(at).toBeGreaterThan(0);
+    for (; at >= 0; at = bytes.indexOf(name, at + 1)) bytes[at + name.length - 1] = 'D'.charCodeAt(0);
+    fs.writeFileSync(local, bytes);
+    fs.rmSync(path.join(pkg, 'prebuilds'), { recursive: true });
     const message = expectLoadError(tryLoad(pkg));
     expect(message).toMatch(/-> .*undefined symbol: _ZN5torch3jit4loaD/);
-    expect(message).toContain(`ABI mismatch: prebuilds/${tuple}/${prebuildName} was built with ` +
-      `_GLIBCXX_USE_CXX11_ABI=${otherAbi}, the libtorch here uses ${found.cxx11Abi}`);
+    expect(message).toContain('ABI mismatch: the addon was built against a different libtorch than the one the loader found');
   });
+
+  // Real builds of both generations: scripts/setup.sh --all makes build-debian/ (1.13).
+  const debianBuild = path.join(ROOT, 'build-debian', 'Release', 'torchfold.node');
+  const debianSkip = fs.existsSync(`${debianBuild}.json`) ? null : 'no build-debian/ (bash scripts/setup.sh --all makes it)';
+  const debianRecord = debianSkip ? undefined : JSON.parse(fs.readFileSync(`${debianBuild}.json`, 'utf8')) as Record;
+  const prebuildRecord = JSON.parse(fs.readFileSync(`${prebuild}.json`, 'utf8')) as Record;
+
+  it.skipIf(debianSkip !== null || !found.version.startsWith('2.'))(
+    `the libtorch 2.x prebuild with Debian's 1.13 found (LIBTORCH=system): never loaded${debianSkip ? ` (skipped: ${debianSkip})` : ''}`, () => {
+      const { pkg } = fakeInstall('2x-prebuild-113-found');
+      const message = expectLoadError(tryLoad(pkg, { env: { LIBTORCH: 'system' } }));
+      expect(message).toContain(`-> not loaded: this prebuild is for libtorch ${prebuildRecord.libtorch.version} (C++11 ABI), ` +
+        `but the libtorch found here is ${debianRecord!.libtorch.version} (system, C++11 ABI)`);
+      expect(message).toContain(`libtorch on this machine: libtorch ${debianRecord!.libtorch.version} (system)`);
+    });
+
+  it.skipIf(debianSkip !== null || !found.version.startsWith('2.'))(
+    `a libtorch 1.13 prebuild with the default 2.x found: never loaded${debianSkip ? ` (skipped: ${debianSkip})` : ''}`, () => {
+      const { pkg } = fakeInstall('113-prebuild-2x-found', undefined, debianBuild);
+      const message = expectLoadError(tryLoad(pkg));
+      expect(message).toContain(`-> not loaded: this prebuild is for libtorch ${debianRecord!.libtorch.version} (C++11 ABI), ` +
+        `but the libtorch found here is ${found.version} (project, C++11 ABI)`);
+      // The same package with Debian's libtorch chosen loads that prebuild.
+      const ok = tryLoad(pkg, { env: { LIBTORCH: 'system' } });
+      expect(ok.libtorch, JSON.stringify(ok)).toBe(debianRecord!.libtorch.version);
+    });
 
   it('a CUDA build without the CUDA runtime: names the missing library and what to install', () => {
     const { pkg } = fakeInstall('cuda', (addon, record) => {

@@ -16,12 +16,18 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const tuple = `${process.platform}-${process.arch}`;
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 
+// The libtorch the prebuild was made for: this checkout's (by default pip's CPU wheel in
+// .libtorch/cpu). A user points LIBTORCH at theirs; the installed package has no .libtorch.
+const libtorchRoot = (JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'libtorch.js'), '--json'],
+  { encoding: 'utf8' })) as { root: string; source: string });
+
 /** The environment of a user's shell: none of the npm variables of the `npm test` running this file. */
 function userEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!/^npm_/i.test(k) && k !== 'TORCHFOLD_ADDON' && k !== 'INIT_CWD') env[k] = v;
   }
+  env.LIBTORCH = libtorchRoot.source === 'system' ? 'system' : libtorchRoot.root;
   return env;
 }
 

@@ -1,5 +1,6 @@
 /** Usage errors (exit code 2) and parsers for option values. */
-import { cuda, versions } from '../runtime';
+import { native } from '../binding';
+import { TorchfoldError } from '../errors';
 import { parseDevice as libraryParseDevice } from '../validate';
 import type { DType } from '../tensor';
 
@@ -59,11 +60,17 @@ export function parseDevice(value: string): string {
   }
 }
 
-/** CUDA asked for on a machine without it is a usage error, found before any work. */
+/**
+ * CUDA asked for on a machine without it is a usage error, found before any
+ * work. The code and reason are the API's (ERR_DEVICE_UNAVAILABLE: a CPU-only
+ * build, or a CUDA build with no GPU visible).
+ */
 export function checkDevice(device: string): void {
-  if (device.startsWith('cuda') && !cuda.isAvailable()) {
-    throw new UsageError(`--device ${device}: no CUDA device is available here (libtorch ${versions.libtorch}` +
-      `${versions.cudaBuild ? '' : ', a CPU-only build'})`);
+  try {
+    native().checkDevice(device);
+  } catch (e) {
+    if (e instanceof TorchfoldError && e.code === 'ERR_DEVICE_UNAVAILABLE') throw new UsageError(`${e.code}: ${e.message}`);
+    throw e;
   }
 }
 

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include "../core/runtime.h"
+#include "../core/tensor.h"
 #include "addon_data.h"
 #include "convert.h"
 #include "errors.h"
@@ -76,6 +77,14 @@ Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), guard_sync(info.Env(), [] { return core::cuda_available(); }));
 }
 
+// Throws ERR_DEVICE_UNAVAILABLE (with core's reason) when the device named is
+// not present; the CLI asks it so its wording is the API's.
+Napi::Value CheckDevice(const Napi::CallbackInfo& info) {
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  guard_sync(info.Env(), [&] { return core::parse_device(name).is_cuda(); });
+  return info.Env().Undefined();
+}
+
 Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), guard_sync(info.Env(), [] { return core::cuda_device_count(); }));
 }
@@ -112,6 +121,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
+  exports.Set("checkDevice", Napi::Function::New<CheckDevice>(env, "checkDevice"));
   exports.Set("versions", Napi::Function::New<Versions>(env, "versions"));
   return exports;
 }

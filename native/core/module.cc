@@ -251,6 +251,15 @@ Error unknown_operator_error(const std::string& path, const std::string& message
   const auto end = message.find_first_of(".\n", start);
   const std::string op = message.substr(start, end == std::string::npos ? std::string::npos : end - start);
   const std::string ns = op.substr(0, op.find("::"));
+  if (ns == "aten" || ns == "prim") {
+    // libtorch's own namespaces: no library can add them; the model needs a newer libtorch.
+    return Error(ErrorCode::Unsupported,
+                 path + " calls the operator " + op + ", which this libtorch (" + libtorch_version() +
+                     ") does not have: the model was saved by a newer PyTorch. Use a newer libtorch, ideally the "
+                     "version that saved it (torchfold's default is libtorch 2.x; with another, set LIBTORCH to it "
+                     "and rebuild: npm rebuild torchfold --build-from-source). libtorch said: " +
+                     trim(message));
+  }
   return Error(ErrorCode::Unsupported,
                path + " calls the operator " + op +
                    ", which no loaded library registers. Load the "

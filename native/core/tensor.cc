@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "error.h"
+#include "runtime.h"
 
 namespace torchfold::core {
 
@@ -68,11 +69,20 @@ c10::Device parse_device(const std::string& name) {
   return device;
 }
 
+// Why CUDA is not available: the build has no CUDA, or no GPU is visible.
+static std::string no_cuda_reason() {
+  if (built_with_cuda()) {
+    return "this build has CUDA (libtorch " + libtorch_version() +
+           "), but no GPU is visible (check the NVIDIA driver, nvidia-smi and CUDA_VISIBLE_DEVICES)";
+  }
+  return "this build is CPU-only (libtorch " + libtorch_version() +
+         "): rebuild torchfold against a CUDA libtorch (LIBTORCH=... npm rebuild torchfold --build-from-source)";
+}
+
 void require_available(const c10::Device& device) {
   if (!device.is_cuda()) return;
   if (!torch::cuda::is_available()) {
-    throw Error(ErrorCode::DeviceUnavailable,
-                "Device " + device.str() + " is not available: this libtorch has no CUDA support or no GPU is visible");
+    throw Error(ErrorCode::DeviceUnavailable, "Device " + device.str() + " is not available: " + no_cuda_reason());
   }
   const auto count = static_cast<int64_t>(torch::cuda::device_count());
   if (device.index() >= count) {

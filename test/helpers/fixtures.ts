@@ -12,6 +12,15 @@ import { DType, Tensor, TorchValue } from '../../lib';
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 export const PYTHON = '/usr/bin/python3';
+/** PyTorch 1.13 (Debian's) and PyTorch 2.x (.libtorch/cuda, from scripts/setup.sh --all), each as a python and its env. */
+export const PYTORCHES = {
+  '1.13': { python: PYTHON, env: {} as NodeJS.ProcessEnv },
+  '2.x': { python: 'python3', env: { PYTHONPATH: path.join(ROOT, '.libtorch', 'cuda') } as NodeJS.ProcessEnv },
+};
+/** The libtorch generation of the addon under test ('1.13' or '2.x'). */
+export function generation(libtorch: string): '1.13' | '2.x' {
+  return libtorch.startsWith('1.') ? '1.13' : '2.x';
+}
 
 interface TensorRef { file: string; dtype: DType; shape: number[] }
 type Tree = null | boolean | number | string | Tree[] | { [key: string]: Tree };
@@ -29,6 +38,10 @@ export interface ModelFixture {
   methods: string[];
   training: boolean;
   cases: Case[];
+  /** PyTorch 2.x fixtures: the BatchNorm modules PyTorch counts in the model (each follows a convolution). */
+  batchNorms?: number;
+  /** PyTorch 2.x fixtures: an operator the model calls that libtorch 1.13 lacks. */
+  needsOperator?: string;
 }
 
 interface Manifest {
@@ -50,6 +63,28 @@ export function model(name: string): ModelFixture & { path: string } {
   const m = fixtures().models[name];
   if (!m) throw new Error(`no fixture model ${name}`);
   return { ...m, path: path.join(FIXTURES, m.file) };
+}
+
+const PYTORCH2 = path.join(FIXTURES, 'pytorch2');
+let manifest2: Manifest | undefined;
+
+/** The models PyTorch 2.x saved (scripts/make_pytorch2_fixtures.py), with their tensor files resolved. */
+export function pytorch2Fixtures(): { torch: string; manifest: string; models: Record<string, ModelFixture & { path: string }> } {
+  manifest2 ??= JSON.parse(fs.readFileSync(path.join(PYTORCH2, 'manifest.json'), 'utf8')) as Manifest;
+  const models: Record<string, ModelFixture & { path: string }> = {};
+  // Tensor files are named relative to pytorch2/; the readers here take them relative to FIXTURES.
+  const rebase = (tree: Tree): Tree => {
+    if (Array.isArray(tree)) return tree.map(rebase);
+    if (!tree || typeof tree !== 'object') return tree;
+    const ref = tensorRef(tree);
+    if (ref) return { __tensor__: { ...ref, file: path.join('pytorch2', ref.file) } } as unknown as Tree;
+    return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, rebase(v)]));
+  };
+  for (const [name, m] of Object.entries(manifest2.models)) {
+    models[name] = { ...m, path: path.join(PYTORCH2, m.file),
+      cases: m.cases.map((c) => ({ ...c, inputs: c.inputs.map(rebase), output: rebase(c.output) })) };
+  }
+  return { torch: manifest2.torch, manifest: path.join(PYTORCH2, 'manifest.json'), models };
 }
 
 export function badFile(name: string): string {
@@ -94,10 +129,10 @@ export function inputsOf(c: Case): TorchValue[] {
   return c.inputs.map(decode);
 }
 
-/** Largest |a - b| over two tensors' elements (bools and ints compared exactly). */
+/** Largest |a - b| over two tensors' elements, by value (bools and ints compared exactly; float16 and bfloat16 decoded). */
 export function maxAbsDiff(actual: Tensor, ref: TensorRef): number {
-  const a = actual.toTypedArray();
-  const e = readTensorData(ref);
+  const a = actual.toValues();
+  const e = Tensor.from(readTensorData(ref) as never, ref.shape, { dtype: ref.dtype }).toValues();
   expect(a.length).toBe(e.length);
   let worst = 0;
   for (let i = 0; i < a.length; i++) {
@@ -150,12 +185,18 @@ export function expectMatches(actual: TorchValue, expected: Tree, atol = 1e-5, w
   expect(actual, where).toEqual(expected);
 }
 
-/** Loads `file` in real PyTorch and runs the fixture model's cases on it. */
-export function checkInPyTorch(file: string, name: string): { ok: boolean; cases: number; maxAbsDiff: number; methods: string[]; error?: string } {
+/**
+ * Loads `file` in real PyTorch and runs the fixture model's cases on it: PyTorch 1.13
+ * and the base fixtures unless told otherwise.
+ */
+export function checkInPyTorch(file: string, name: string,
+  { pytorch = '1.13', manifest = path.join(FIXTURES, 'manifest.json') }: { pytorch?: keyof typeof PYTORCHES; manifest?: string } = {}):
+  { ok: boolean; cases: number; maxAbsDiff: number; methods: string[]; error?: string } {
   let out: string;
+  const py = PYTORCHES[pytorch];
   try {
-    out = execFileSync(PYTHON, [path.join(ROOT, 'scripts', 'check_torchscript.py'),
-      path.join(FIXTURES, 'manifest.json'), file, name], { encoding: 'utf8' });
+    out = execFileSync(py.python, [path.join(ROOT, 'scripts', 'check_torchscript.py'), manifest, file, name],
+      { encoding: 'utf8', env: { ...process.env, ...py.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     out = (e as { stdout?: string }).stdout ?? '';
     if (!out.trim()) throw e;
