@@ -21,6 +21,12 @@
  *
  *   node bench/run.js [--quick] [--models a,b] [--forms scripted,traced] [--batches 1,8]
  *                     [--iterations N] [--warmup N] [--threads N] [--device cuda] [--skip-extras]
+ *                     [--libtorch default|debian|cuda]
+ *
+ * --libtorch picks the build (scripts/setup.sh --all makes all three): default,
+ * build/ (libtorch 2.x CPU); debian, build-debian/ (Debian's 1.13); cuda,
+ * build-cuda/ (pip's 2.14.1 CUDA build). bench/generations.js runs the
+ * first two one after the other and prints them side by side.
  *
  * With --device cuda every variant runs on the GPU (transform costs are still
  * measured on the CPU copy); untested so far: no GPU was available.
@@ -32,12 +38,34 @@ const path = require('path');
 const { monitorEventLoopDelay } = require('perf_hooks');
 
 const ROOT = path.resolve(__dirname, '..');
+const BUILDS = { default: null, debian: 'build-debian', cuda: 'build-cuda' };
+selectBuild(process.argv);
 const tf = require(path.join(ROOT, 'dist'));
 const { benchmarkMany, latencyStats, pairedRatio, timeRounds } = require(path.join(ROOT, 'dist', 'fuse'));
 const internal = require(path.join(ROOT, 'dist', 'internal', 'bench'));
 
 const MODELS_DIR = path.join(__dirname, 'models');
 const RESULTS_DIR = path.join(__dirname, 'results');
+
+/** --libtorch NAME: the addon to load (before dist/ loads it), and the locator's libtorch to match. */
+function selectBuild(argv) {
+  const at = argv.indexOf('--libtorch');
+  if (at < 0) return;
+  const name = argv[at + 1];
+  if (!(name in BUILDS)) {
+    console.error(`--libtorch takes ${Object.keys(BUILDS).join(', ')}; got '${name}'`);
+    process.exit(2);
+  }
+  if (!BUILDS[name]) return;
+  const addon = path.join(ROOT, BUILDS[name], 'Release', 'torchfold.node');
+  if (!fs.existsSync(addon)) {
+    console.error(`bench: ${path.relative(ROOT, addon)} is missing: run bash scripts/setup.sh --all`);
+    process.exit(1);
+  }
+  process.env.TORCHFOLD_ADDON = addon;
+  if (name === 'debian') process.env.LIBTORCH = 'system';
+  else process.env.LIBTORCH = JSON.parse(fs.readFileSync(`${addon}.json`, 'utf8')).libtorch.root;
+}
 
 function parseArgs(argv) {
   const a = { quick: false, models: null, forms: ['scripted', 'traced'], batches: [1, 8], iterations: null, warmup: null,
@@ -53,6 +81,7 @@ function parseArgs(argv) {
     else if (k === '--threads') a.threads = Number(v());
     else if (k === '--skip-extras') a.extras = false;
     else if (k === '--device') a.device = v();
+    else if (k === '--libtorch') a.libtorch = v();
     else if (k === '--help' || k === '-h') { console.log(fs.readFileSync(__filename, 'utf8').split('*/')[0]); process.exit(0); }
     else { console.error(`unknown argument ${k} (see --help)`); process.exit(2); }
   }
@@ -352,11 +381,13 @@ async function main() {
   for (const c of checks) console.log(`| ${c.target} | ${c.at} | ${fmt(c.value, 3)} | ${c.pass ? 'pass' : '**miss**'} |`);
   const finished = new Date();
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  const out = path.join(RESULTS_DIR, `${started.toISOString().replace(/[:.]/g, '-')}-${o.quick ? 'quick' : 'full'}.json`);
+  const tag = `${o.quick ? 'quick' : 'full'}${o.libtorch ? `-${o.libtorch}` : ''}`;
+  const out = path.join(RESULTS_DIR, `${started.toISOString().replace(/[:.]/g, '-')}-${tag}.json`);
   delete o.costs;
   fs.writeFileSync(out, JSON.stringify({ schema: 'torchfold/bench@1', machine, options: o, startedAt: started.toISOString(),
     durationMs: finished - started, results, extras, targets: checks }, null, 2) + '\n');
   console.log(`\n${results.length} configurations in ${((finished - started) / 1000).toFixed(0)} s; JSON: ${path.relative(process.cwd(), out)}`);
+  if (process.env.TORCHFOLD_BENCH_RESULT) fs.writeFileSync(process.env.TORCHFOLD_BENCH_RESULT, out);
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

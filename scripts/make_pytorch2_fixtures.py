@@ -13,6 +13,7 @@ PyTorch's outputs, in the format of make_fixtures.py (test/helpers/fixtures.ts
 reads both). The manifest records which models need a libtorch newer than 1.13,
 and the operator that makes them so.
 """
+import json
 import os
 import sys
 import time
@@ -90,6 +91,31 @@ NEWER_THAN_113 = {
 }
 
 
+def make_half_outputs(outdir, written):
+    """PyTorch 2.x's outputs for toHalf's float16 option sets of the transform fixtures
+    (made by PyTorch 1.13, which has no float16 CPU kernels, so they carry none): the
+    same eager conversion, on the same weights, read back from the saved model."""
+    import make_transform_fixtures as mt
+    transform = os.path.join(os.path.dirname(outdir), "transform")
+    with open(os.path.join(transform, "manifest.json"), encoding="utf-8") as f:
+        cases = json.load(f)["half"]
+    half = {}
+    for name, case in cases.items():
+        model = mt.HALF_MODELS[name][0]().eval()
+        model.load_state_dict(torch.jit.load(os.path.join(transform, case["file"])).state_dict())
+        inputs = [fio.decode_tree(t, transform) for t in case["inputs"]]
+        sink = fio.TensorSink(outdir, f"half_{name}")
+        half[name] = []
+        for option_set in case["option_sets"]:
+            if option_set["options"]["dtype"] != "float16":
+                continue
+            with torch.no_grad():
+                y = mt.converted(model, option_set["layers"], torch.float16)(*inputs)
+            half[name].append({"options": option_set["options"], "output": fio.encode_tree(y, sink)})
+        written.extend(sink.written)
+    return half
+
+
 def make_all(outdir, version):
     manifest_path = os.path.join(outdir, "manifest.json")
     if os.path.exists(manifest_path):
@@ -104,9 +130,11 @@ def make_all(outdir, version):
         if name in NEWER_THAN_113:
             models[name]["needsOperator"] = NEWER_THAN_113[name]
         print(f"made {name} ({time.perf_counter() - start:.2f}s)")
+    half = make_half_outputs(outdir, written)
+    print(f"made float16 outputs for toHalf ({sum(len(v) for v in half.values())} option sets)")
     fixture_common.remove_stale(outdir, written)
     manifest = {"version": version, "torch": torch.__version__, "torchvision": fio.torchvision_version(),
-                "models": models, "bad": {}}
+                "models": models, "bad": {}, "half": half}
     fio.write_json_atomic(manifest_path, manifest)
 
 
@@ -116,7 +144,8 @@ def main(argv):
     if not torch.__version__.startswith("2."):
         print(f"make_pytorch2_fixtures: needs PyTorch 2.x, this is {torch.__version__}", file=sys.stderr)
         return 1
-    version = fio.source_version("make_pytorch2_fixtures.py") + "+" + fio.source_version("make_fixtures.py")[:12]
+    version = "+".join([fio.source_version("make_pytorch2_fixtures.py"), fio.source_version("make_fixtures.py")[:12],
+                        fio.source_version("make_transform_fixtures.py")[:12]])
     if (fio.read_manifest(outdir) or {}).get("version") == version:
         print("PyTorch 2.x fixtures up to date")
         return 0

@@ -40,7 +40,7 @@ function main(argv) {
     console.error(`run-tests: --only takes ${runs.map((r) => r.name).join(' or ')}; got '${only}'`);
     return 2;
   }
-  const vitest = require.resolve('vitest/vitest.mjs', { paths: [root] });
+  const vitest = path.join(path.dirname(require.resolve('vitest/package.json', { paths: [root] })), 'vitest.mjs');
   const results = [];
   for (const run of runs.filter((r) => !only || r.name === only)) {
     const env = { ...process.env, NO_COLOR: '1', TORCHFOLD_TEST_RUN: run.name };

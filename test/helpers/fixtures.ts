@@ -50,6 +50,7 @@ interface Manifest {
   models: Record<string, ModelFixture>;
   bad: Record<string, string>;
   torchvision_ops_library: string;
+  half?: Record<string, { options: unknown; output: Tree }[]>;
 }
 
 let manifest: Manifest | undefined;
@@ -69,7 +70,8 @@ const PYTORCH2 = path.join(FIXTURES, 'pytorch2');
 let manifest2: Manifest | undefined;
 
 /** The models PyTorch 2.x saved (scripts/make_pytorch2_fixtures.py), with their tensor files resolved. */
-export function pytorch2Fixtures(): { torch: string; manifest: string; models: Record<string, ModelFixture & { path: string }> } {
+export function pytorch2Fixtures(): { torch: string; manifest: string; models: Record<string, ModelFixture & { path: string }>;
+  half: Record<string, { options: unknown; output: Tree }[]> } {
   manifest2 ??= JSON.parse(fs.readFileSync(path.join(PYTORCH2, 'manifest.json'), 'utf8')) as Manifest;
   const models: Record<string, ModelFixture & { path: string }> = {};
   // Tensor files are named relative to pytorch2/; the readers here take them relative to FIXTURES.
@@ -84,7 +86,9 @@ export function pytorch2Fixtures(): { torch: string; manifest: string; models: R
     models[name] = { ...m, path: path.join(PYTORCH2, m.file),
       cases: m.cases.map((c) => ({ ...c, inputs: c.inputs.map(rebase), output: rebase(c.output) })) };
   }
-  return { torch: manifest2.torch, manifest: path.join(PYTORCH2, 'manifest.json'), models };
+  const half = Object.fromEntries(Object.entries(manifest2.half ?? {})
+    .map(([name, sets]) => [name, sets.map((x) => ({ options: x.options, output: rebase(x.output) }))]));
+  return { torch: manifest2.torch, manifest: path.join(PYTORCH2, 'manifest.json'), models, half };
 }
 
 export function badFile(name: string): string {
