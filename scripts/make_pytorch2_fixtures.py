@@ -92,9 +92,10 @@ NEWER_THAN_113 = {
 
 
 def make_half_outputs(outdir, written):
-    """PyTorch 2.x's outputs for toHalf's float16 option sets of the transform fixtures
-    (made by PyTorch 1.13, which has no float16 CPU kernels, so they carry none): the
-    same eager conversion, on the same weights, read back from the saved model."""
+    """PyTorch 2.x's outputs for toHalf's option sets of the transform fixtures: the same
+    eager conversion, on the same weights, read back from the saved model. Those fixtures
+    come from PyTorch 1.13, which has no float16 CPU kernels (so they carry no float16
+    output), and whose bfloat16 kernels sum in another order than 2.x's."""
     import make_transform_fixtures as mt
     transform = os.path.join(os.path.dirname(outdir), "transform")
     with open(os.path.join(transform, "manifest.json"), encoding="utf-8") as f:
@@ -107,10 +108,9 @@ def make_half_outputs(outdir, written):
         sink = fio.TensorSink(outdir, f"half_{name}")
         half[name] = []
         for option_set in case["option_sets"]:
-            if option_set["options"]["dtype"] != "float16":
-                continue
+            dtype = fio.DTYPES[option_set["options"]["dtype"]]
             with torch.no_grad():
-                y = mt.converted(model, option_set["layers"], torch.float16)(*inputs)
+                y = mt.converted(model, option_set["layers"], dtype)(*inputs)
             half[name].append({"options": option_set["options"], "output": fio.encode_tree(y, sink)})
         written.extend(sink.written)
     return half
@@ -131,7 +131,7 @@ def make_all(outdir, version):
             models[name]["needsOperator"] = NEWER_THAN_113[name]
         print(f"made {name} ({time.perf_counter() - start:.2f}s)")
     half = make_half_outputs(outdir, written)
-    print(f"made float16 outputs for toHalf ({sum(len(v) for v in half.values())} option sets)")
+    print(f"made half-precision outputs for toHalf ({sum(len(v) for v in half.values())} option sets)")
     fixture_common.remove_stale(outdir, written)
     manifest = {"version": version, "torch": torch.__version__, "torchvision": fio.torchvision_version(),
                 "models": models, "bad": {}, "half": half}
