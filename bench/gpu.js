@@ -79,7 +79,7 @@ async function benchBatch(loaded, batch, o) {
     Object.assign(v, latencyStats(samples[i]));
     v.ratio = pairedRatio(samples[i], samples[0]);
   });
-  return { batch, variants: variants.map(({ module, ...rest }) => rest) };
+  return { batch, variants: variants.map((v) => Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'module'))) };
 }
 
 async function main() {

@@ -53,3 +53,12 @@ def remove_stale(outdir, written):
     for name in set(os.listdir(outdir)) - set(written):
         if name.endswith((".pt", ".bin")):
             os.remove(os.path.join(outdir, name))
+
+
+def drop_manifest(outdir):
+    """Removes OUTDIR/manifest.json and returns its path: until a new one is written
+    last, the folder reads as "not made", so an interrupted run is redone."""
+    path = os.path.join(outdir, "manifest.json")
+    if os.path.exists(path):
+        os.remove(path)
+    return path

@@ -78,7 +78,7 @@ function build() {
   const started = Date.now();
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) {
-    say(`the build failed (node-gyp exit ${r.status ?? r.signal}). It needs a C++17 compiler, make and python3 ` +
+    say(`the build failed (node-gyp exit ${r.status ?? r.signal}). It needs a C++17 compiler (C++20 for libtorch 2.12 and later: g++ 10 or newer), make and python3 ` +
       '(Debian/Ubuntu: apt-get install -y g++ make python3), and Node\'s headers (offline: set npm_config_nodedir).');
     process.exit(1);
   }

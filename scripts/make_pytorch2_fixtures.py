@@ -117,9 +117,7 @@ def make_half_outputs(outdir, written):
 
 
 def make_all(outdir, version):
-    manifest_path = os.path.join(outdir, "manifest.json")
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)
+    manifest_path = fixture_common.drop_manifest(outdir)
     written, models = [], {}
     for name, builder in BUILDERS.items():
         start = time.perf_counter()

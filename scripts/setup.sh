@@ -103,7 +103,7 @@ pip_into() {
     exit 1
   fi
   rm -rf "$dir.partial"
-  if ! "$py" -m pip install --quiet --disable-pip-version-check --retries 0 --timeout 5 --no-deps \
+  if ! "$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --retries 0 --timeout 5 --no-deps \
       --target "$dir.partial" "$@"; then
     rm -rf "$dir.partial"
     say "pip could not install $* (see above). pip needs a package index that has them (pip config list);"
