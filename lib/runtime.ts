@@ -2,8 +2,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { inspect } from 'util';
-import { native, packageRoot } from './binding';
-import { rangeError, withCallerStack } from './errors';
+import { addonFile, native, packageRoot } from './binding';
+import { neededLibraries } from './elf';
+import { rangeError, TorchfoldError, withCallerStack } from './errors';
 import { expectString } from './validate';
 
 /** CUDA as libtorch sees it. Both calls load the addon on first use. */
@@ -21,14 +22,56 @@ export const cuda = {
  *
  * @param file - Path to the shared library (`.so`).
  * @throws TypeError (`ERR_INVALID_ARG`) when `file` is not a non-empty string.
- * Rejects with `ERR_FILE_NOT_FOUND` / `ERR_NOT_A_FILE` for a bad path and with
- * `ERR_TORCH` when the library cannot be loaded (the loader's reason). Loading
- * the same file twice is a no-op.
+ * Rejects with `ERR_FILE_NOT_FOUND` / `ERR_NOT_A_FILE` for a bad path, with
+ * `ERR_UNSUPPORTED` for a library linked against another libtorch than the one
+ * this process runs (e.g. torchvision built for libtorch 1.13 in a 2.x process:
+ * two libtorch versions in one process crash it), and with `ERR_TORCH` when the
+ * library cannot be loaded (the loader's reason). Loading the same file twice is
+ * a no-op.
  */
 export function loadLibrary(file: string): Promise<void> {
   const target = path.resolve(expectString(file, 'path'));
   const binding = native();
-  return withCallerStack(() => binding.loadLibrary(target));
+  return withCallerStack(async () => {
+    const refusal = await otherLibtorch(target);
+    if (refusal) throw new TorchfoldError(refusal, 'ERR_UNSUPPORTED');
+    return binding.loadLibrary(target);
+  });
+}
+
+const LIBTORCH_SONAME = /^lib(torch|torch_cpu|torch_cuda|c10|c10_cuda)\.so(\.[\d.]+)?$/;
+let ourSonames: Promise<string[] | null> | undefined;
+
+/**
+ * Why `file` must not be loaded here, or undefined. It must not when it names a
+ * libtorch library of another release family than the addon's (Debian's carry
+ * the version in the soname, libtorch_cpu.so.1.13; pip's and the official zips'
+ * do not), or a CUDA library of libtorch's when this build has no CUDA: either
+ * would bring a second libtorch into the process. Two unversioned 2.x builds
+ * cannot be told apart this way. Files that cannot be read as ELF are left to
+ * the loader.
+ */
+async function otherLibtorch(file: string): Promise<string | undefined> {
+  let theirs: string[] | null;
+  try {
+    theirs = await neededLibraries(file);
+  } catch {
+    return undefined;  // missing, a folder, unreadable: the native call says which
+  }
+  const addon = addonFile();
+  ourSonames ??= addon ? neededLibraries(addon).catch(() => null) : Promise.resolve(null);
+  const ours = (await ourSonames)?.filter((n) => LIBTORCH_SONAME.test(n));
+  if (!theirs || !ours?.length) return undefined;
+  const suffix = (n: string) => n.replace(/^lib\w+\.so/, '');
+  const cudaBuild = native().versions().cudaBuild;
+  const foreign = theirs.filter((n) => LIBTORCH_SONAME.test(n) &&
+    (!ours.some((o) => suffix(o) === suffix(n)) || (/_cuda\.so/.test(n) && !cudaBuild)));
+  if (!foreign.length) return undefined;
+  const v = native().versions();
+  return `${file} was built against another libtorch: it needs ${foreign.join(', ')}, and this process runs libtorch ` +
+    `${v.libtorch}${v.cudaBuild ? ' (CUDA)' : ' (CPU only)'}, whose libraries are ${ours.join(', ')}. ` +
+    'Loading it would put two libtorch builds in one process. Use a build of the library made for this libtorch ' +
+    '(for torchvision: the release paired with this PyTorch, CPU or CUDA alike), or run torchfold on the libtorch it was built for.';
 }
 
 /**
