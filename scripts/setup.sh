@@ -5,7 +5,7 @@
 #     1. system packages: a C++ toolchain, CMake, zlib1g-dev, clang-format (the C++ lint)
 #     2. the default libtorch, 2.x: pip's CPU wheel (torch==2.13.0+cpu) unpacked into
 #        .libtorch/cpu, a folder of this clone (no root needed). Skipped when LIBTORCH is set:
-#        that one is used instead (LIBTORCH=system for Debian's libtorch-dev 1.13).
+#        that one is used instead (LIBTORCH=system: Debian's libtorch-dev 1.13, installed if missing).
 #     3. npm ci, when node_modules is missing or older than package-lock.json
 #     4. the addon (cmake-js, into build/) and the TypeScript (tsc)
 #   bash scripts/setup.sh --all    also what the tests, benchmarks and stress runs need:
@@ -50,9 +50,11 @@ missing_packages() {
   command -v cmake >/dev/null 2>&1 || pkgs+=(cmake)
   command -v clang-format >/dev/null 2>&1 || pkgs+=(clang-format)  # npm run lint checks the C++ layout
   [ -f /usr/include/zlib.h ] || pkgs+=(zlib1g-dev)
-  if [ "$ALL" = 1 ]; then
-    # Debian's libtorch 1.13.1: the second generation every test runs against.
+  # Debian's libtorch 1.13.1: the second generation every test runs against, or the one asked for.
+  if [ "$ALL" = 1 ] || [ "${LIBTORCH:-}" = system ]; then
     LIBTORCH=system node scripts/libtorch.js --check >/dev/null 2>&1 || pkgs+=(libtorch-dev)
+  fi
+  if [ "$ALL" = 1 ]; then
     if [ "${TORCHFOLD_NO_FIXTURE_DEPS:-0}" != 1 ] &&
        ! /usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1; then
       pkgs+=(python3-torch python3-torchvision)
