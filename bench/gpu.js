@@ -21,7 +21,7 @@ const path = require('path');
 
 const ROOT = path.resolve(__dirname, '..');
 const tf = require(path.join(ROOT, 'dist'));
-const { latencyStats, pairedRatio, timeRounds } = require(path.join(ROOT, 'dist', 'fuse'));
+const { latencyStats, pairedRatio, seededNormal, timeRounds } = require(path.join(ROOT, 'dist', 'fuse'));
 
 function parseArgs(argv) {
   const a = { model: argv[0], batches: [1, 32], iterations: 30, warmup: 5, json: null };
@@ -35,14 +35,6 @@ function parseArgs(argv) {
   return a;
 }
 
-function seeded(n, seed) {
-  // A small LCG: the same input on every run, no dependency.
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; out[i] = s / 2 ** 32 - 0.5; }
-  return out;
-}
-
 async function maxAbsDiff(a, b) {
   const [x, y] = [(await a.to('cpu')).toValues(), (await b.to('cpu')).toValues()];
   let worst = 0;
@@ -52,7 +44,7 @@ async function maxAbsDiff(a, b) {
 
 async function benchBatch(loaded, batch, o) {
   const shape = [batch, 3, 224, 224];
-  const x = await tf.Tensor.from(seeded(shape.reduce((p, q) => p * q, 1), batch), shape).to('cuda');
+  const x = await tf.Tensor.from(seededNormal(shape.reduce((p, q) => p * q, 1), batch), shape).to('cuda');
   const variants = [{ name: 'loaded', module: loaded, ms: 0 }];
   const add = async (name, make) => {
     const t0 = performance.now();

@@ -83,7 +83,6 @@ function readRecord(file: string): AddonRecord | undefined {
 export function loadAddon<T>(root: string, env: NodeJS.ProcessEnv = process.env):
   { binding: T; file: string } | { attempts: LoadAttempt[] } {
   const attempts = addonCandidates(root, env);
-  let here: { found: FoundLibtorch | null } | undefined;
   for (const a of attempts) {
     if (!fs.existsSync(a.file)) {
       a.error = 'no such file';
@@ -93,8 +92,7 @@ export function loadAddon<T>(root: string, env: NodeJS.ProcessEnv = process.env)
       // Only a prebuild needs the check (a local build was made against this machine's
       // libtorch), and only then is the locator asked: it may start python3.
       a.record = readRecord(a.file);
-      here ??= locateLibtorch(root);
-      const refused = prebuildMismatch(a.record, here.found);
+      const refused = prebuildMismatch(a.record, locateLibtorch(root).found);
       if (refused) {
         a.error = refused;
         continue;
@@ -131,8 +129,20 @@ function abiName(abi: number | null | undefined): string {
   return abi === 0 ? 'pre-C++11 ABI' : abi === 1 ? 'C++11 ABI' : 'unknown ABI';
 }
 
-/** The libtorch scripts/libtorch.js finds here, or why none was found. Only asked after a failed load. */
+const located = new Map<string, { found: FoundLibtorch | null; attempts: string[] }>();
+
+/**
+ * The libtorch scripts/libtorch.js finds here, or why none was found: asked
+ * before loading a prebuild and after a failed load, once per package root
+ * (it may start python3).
+ */
 function locateLibtorch(root: string): { found: FoundLibtorch | null; attempts: string[] } {
+  let r = located.get(root);
+  if (!r) located.set(root, r = locateUncached(root));
+  return r;
+}
+
+function locateUncached(root: string): { found: FoundLibtorch | null; attempts: string[] } {
   try {
     const locator = require(path.join(root, 'scripts', 'libtorch.js')) as
       { locate(): { found: FoundLibtorch | null; attempts: string[] } };

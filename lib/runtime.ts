@@ -63,11 +63,10 @@ async function otherLibtorch(file: string): Promise<string | undefined> {
   const ours = (await ourSonames)?.filter((n) => LIBTORCH_SONAME.test(n));
   if (!theirs || !ours?.length) return undefined;
   const suffix = (n: string) => n.replace(/^lib\w+\.so/, '');
-  const cudaBuild = native().versions().cudaBuild;
-  const foreign = theirs.filter((n) => LIBTORCH_SONAME.test(n) &&
-    (!ours.some((o) => suffix(o) === suffix(n)) || (/_cuda\.so/.test(n) && !cudaBuild)));
-  if (!foreign.length) return undefined;
   const v = native().versions();
+  const foreign = theirs.filter((n) => LIBTORCH_SONAME.test(n) &&
+    (!ours.some((o) => suffix(o) === suffix(n)) || (/_cuda\.so/.test(n) && !v.cudaBuild)));
+  if (!foreign.length) return undefined;
   return `${file} was built against another libtorch: it needs ${foreign.join(', ')}, and this process runs libtorch ` +
     `${v.libtorch}${v.cudaBuild ? ' (CUDA)' : ' (CPU only)'}, whose libraries are ${ours.join(', ')}. ` +
     'Loading it would put two libtorch builds in one process. Use a build of the library made for this libtorch ' +

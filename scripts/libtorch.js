@@ -314,25 +314,23 @@ function defines(found) {
   return d;
 }
 
-/** The shared libraries an ELF file names as NEEDED (readelf from binutils), or null when they cannot be read. */
-function neededLibraries(file) {
+/**
+ * The dynamic section of an ELF file as readelf (binutils) prints it: the
+ * libraries it names as NEEDED and its RUNPATH (or RPATH) folders, or nulls
+ * when it cannot be read.
+ */
+function dynamicSection(file) {
+  let out;
   try {
-    const out = execFileSync('readelf', ['-d', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    return [...out.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+    out = execFileSync('readelf', ['-d', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   } catch {
-    return null;
+    return { needed: null, runpath: null };
   }
-}
-
-/** The RUNPATH (or RPATH) folders an ELF file names, or null when they cannot be read. */
-function runpath(file) {
-  try {
-    const out = execFileSync('readelf', ['-d', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const m = /\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]/.exec(out);
-    return m ? m[1].split(':').filter(Boolean) : [];
-  } catch {
-    return null;
-  }
+  const rp = /\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]/.exec(out);
+  return {
+    needed: [...out.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]),
+    runpath: rp ? rp[1].split(':').filter(Boolean) : [],
+  };
 }
 
 /**
@@ -355,8 +353,7 @@ function addonRecord(addon, found) {
       cxx11Abi: found.cxx11Abi,
       cuda: found.cuda,
     },
-    needed: neededLibraries(addon),
-    runpath: runpath(addon),
+    ...dynamicSection(addon),
     builtWith: { node: process.versions.node },
   };
 }
@@ -369,5 +366,5 @@ function writeRecord(addon, found) {
   return file;
 }
 
-module.exports = { locate, failureMessage, defines, linkFlags, addonRecord, writeRecord, neededLibraries, runpath };
+module.exports = { locate, failureMessage, defines, linkFlags, addonRecord, writeRecord, dynamicSection };
 if (require.main === module) main(process.argv.slice(2));
