@@ -51,7 +51,7 @@ export interface NativeModule {
   onednn(): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number; rewritten: number;
     kept: number; keptReasons: string[] }>;
   benchPeer(kind: string): Promise<{ module: NativeModule; buildMs: number }>;
-  benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number): Promise<number[]>;
+  benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number, ownThread?: boolean): Promise<number[]>;
   benchToDtype(dtype: string): Promise<NativeModule>;
   describeGraph(options: { method: string; inlined: boolean; shapes: number[][];
     highlights: { conv: string; norm: string; folded: boolean }[] }): Promise<{ graph: import('./report').GraphReport; dot: string }>;
@@ -83,6 +83,8 @@ export interface NativeBinding {
   readExtraFiles(path: string, names: string[]): Promise<Record<string, string>>;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  setComputeThreads(n: number): void;
+  getComputeThreads(): number;
   cudaIsAvailable(): boolean;
   /** Throws ERR_DEVICE_UNAVAILABLE, with the reason, when the device named is not present. */
   checkDevice(device: string): void;
@@ -140,14 +142,13 @@ export function native(): NativeBinding {
   return cached;
 }
 
-/** The addon ignores a TORCHFOLD_NUM_THREADS that is not a thread count; say so once. */
+/** The addon ignores a TORCHFOLD_NUM_THREADS / TORCHFOLD_COMPUTE_THREADS that is not a count; say so once. */
 function warnOnBadThreadCount(): void {
-  const v = process.env.TORCHFOLD_NUM_THREADS;
-  if (v === undefined) return;
-  // The same rule as native/core/runtime.cc (strtol: leading blanks and '+' allowed, nothing after the digits).
-  const ok = /^\s*\+?\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1024;
-  if (!ok) {
-    process.emitWarning(`TORCHFOLD_NUM_THREADS=${JSON.stringify(v)} is not a thread count from 1 to 1024; it is ignored`,
-      { code: 'TORCHFOLD_NUM_THREADS' });
+  for (const [name, max] of [['TORCHFOLD_NUM_THREADS', 1024], ['TORCHFOLD_COMPUTE_THREADS', 256]] as const) {
+    const v = process.env[name];
+    if (v === undefined) continue;
+    // The same rule as native/core (strtol: leading blanks and '+' allowed, nothing after the digits).
+    const ok = /^\s*\+?\d+$/.test(v) && Number(v) >= 1 && Number(v) <= max;
+    if (!ok) process.emitWarning(`${name}=${JSON.stringify(v)} is not a thread count from 1 to ${max}; it is ignored`, { code: name });
   }
 }

@@ -27,5 +27,5 @@ export type {
 } from './report';
 export { TorchfoldError } from './errors';
 export type { ErrorCode } from './errors';
-export { cuda, loadLibrary, setNumThreads, getNumThreads, versions } from './runtime';
+export { cuda, loadLibrary, setNumThreads, getNumThreads, setComputeThreads, getComputeThreads, versions } from './runtime';
 export type { Versions } from './runtime';

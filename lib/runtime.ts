@@ -97,6 +97,35 @@ export function getNumThreads(): number {
   return native().getNumThreads();
 }
 
+/**
+ * Sets how many compute threads run torchfold's work (load, forward, fuse,
+ * save, benchmarks). Every such call runs on one of these threads, never on
+ * libuv's pool or the JS thread; calls beyond the count wait in one queue, in
+ * order. Each compute thread runs libtorch with {@link getNumThreads} intra-op
+ * threads, so this count times that one is the number of cores torchfold
+ * keeps busy: more than the machine has makes OpenMP teams fight over cores
+ * and every call slower.
+ *
+ * Without it: `TORCHFOLD_COMPUTE_THREADS` when that is a count from 1 to 256,
+ * else the usable CPUs divided by the intra-op thread count, at least 1 (one
+ * on a 2-core machine). The pool is shared by every worker_thread of the
+ * process. Lowering the count takes effect as running calls finish.
+ *
+ * @param n - An integer from 1 to 256.
+ * @throws RangeError (`ERR_INVALID_ARG`) for anything else.
+ */
+export function setComputeThreads(n: number): void {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 256) {
+    throw rangeError('an integer from 1 to 256', 'compute threads', n);
+  }
+  native().setComputeThreads(n);
+}
+
+/** The number of compute threads (see {@link setComputeThreads} for the default). */
+export function getComputeThreads(): number {
+  return native().getComputeThreads();
+}
+
 /** The versions of the pieces torchfold is made of; see {@link versions}. */
 export interface Versions {
   /** This package's version, from its package.json. */

@@ -16,10 +16,14 @@ export async function peer(m: ScriptModule, kind: PeerKind): Promise<{ module: S
   return { module: new ScriptModule(r.module), buildMs: r.buildMs };
 }
 
-/** forward timed in C++: `iterations` calls after `warmup`, milliseconds each. */
-export function timeForwardNative(m: ScriptModule, inputs: unknown[], iterations: number, warmup: number): Promise<number[]> {
+/**
+ * forward timed in C++: `iterations` calls after `warmup`, milliseconds each.
+ * `ownThread`: on a thread made for the loop rather than a compute thread.
+ */
+export function timeForwardNative(m: ScriptModule, inputs: unknown[], iterations: number, warmup: number,
+  ownThread = false): Promise<number[]> {
   const args = inputs.map((v, i) => toNative(v, `inputs[${i}]`));
-  return withCallerStack(() => nativeHandle(m).benchTimeForward(args, iterations, warmup));
+  return withCallerStack(() => nativeHandle(m).benchTimeForward(args, iterations, warmup, ownThread));
 }
 
 /** A copy with floating-point parameters and buffers cast to `dtype`. */

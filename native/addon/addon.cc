@@ -3,6 +3,7 @@
 // be loaded by several worker_threads at once.
 #include <napi.h>
 
+#include "../core/compute_pool.h"
 #include "../core/runtime.h"
 #include "../core/tensor.h"
 #include "addon_data.h"
@@ -28,7 +29,7 @@ Napi::Value LoadLibrary(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string path = string_arg(info, 0, "path");
   return PromiseWorker<bool>::Start(
-      Napi::Object::New(env), "torchfold:loadLibrary",
+      Napi::Object::New(env),
       [path]() {
         core::load_library(path);
         return true;
@@ -43,7 +44,7 @@ Napi::Value ReadExtraFiles(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsArray()) throw_type_error(env, "Expected an array of names");
   std::vector<std::string> names = from_js_strings(info[1]);
   return PromiseWorker<core::ExtraFiles>::Start(
-      Napi::Object::New(env), "torchfold:readExtraFiles",
+      Napi::Object::New(env),
       [path, names = std::move(names)]() { return core::read_extra_files(path, names); },
       [](Napi::Env e, core::ExtraFiles& files) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
@@ -57,7 +58,7 @@ Napi::Value VerifyFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string path = string_arg(info, 0, "path");
   return PromiseWorker<std::vector<std::string>>::Start(
-      Napi::Object::New(env), "torchfold:verifyFile", [path]() { return core::verify_file(path); },
+      Napi::Object::New(env), [path]() { return core::verify_file(path); },
       [](Napi::Env e, std::vector<std::string>& problems) -> Napi::Value { return to_js_strings(e, problems); });
 }
 
@@ -71,6 +72,18 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), core::get_num_threads());
+}
+
+Napi::Value SetComputeThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_type_error(env, "Expected a number for compute threads");
+  const int n = info[0].As<Napi::Number>().Int32Value();
+  guard_sync(env, [&]() { core::set_compute_threads(n); });
+  return env.Undefined();
+}
+
+Napi::Value GetComputeThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), core::compute_threads());
 }
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
@@ -104,6 +117,7 @@ Napi::Value Versions(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at env teardown
+  data->completions = Completions::Create(env);
   Napi::Function module_ctor = ModuleWrap::Define(env);
   Napi::Function tensor_ctor = TensorWrap::Define(env);
   data->module_ctor = Napi::Persistent(module_ctor);
@@ -119,6 +133,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("verifyFile", Napi::Function::New<VerifyFile>(env, "verifyFile"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
+  exports.Set("setComputeThreads", Napi::Function::New<SetComputeThreads>(env, "setComputeThreads"));
+  exports.Set("getComputeThreads", Napi::Function::New<GetComputeThreads>(env, "getComputeThreads"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("checkDevice", Napi::Function::New<CheckDevice>(env, "checkDevice"));

@@ -4,12 +4,17 @@
 
 #include <napi.h>
 
+#include <memory>
+
+#include "completions.h"
+
 namespace torchfold::addon {
 
 struct AddonData {
   Napi::FunctionReference module_ctor;
   Napi::FunctionReference tensor_ctor;
   Napi::FunctionReference error_factory;  // (message, code) => TorchfoldError
+  std::shared_ptr<Completions> completions;  // results of compute threads come back here
 };
 
 AddonData& addon_data(Napi::Env env);

@@ -79,7 +79,7 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   const std::string device = string_arg(info, 1, "device");
   const bool verify = info.Length() > 2 && info[2].ToBoolean().Value();
   return PromiseWorker<core::ModulePtr>::Start(
-      Napi::Object::New(env), "torchfold:load",
+      Napi::Object::New(env),
       [path, device, verify]() { return core::load_module(path, device, verify); },
       [](Napi::Env e, core::ModulePtr& m) -> Napi::Value { return Create(e, m); });
 }
@@ -92,7 +92,7 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   std::vector<core::Value> inputs = to_core_values(env, info[1].As<Napi::Array>());
   ++in_flight_;
   return PromiseWorker<core::Value>::Start(
-      Value(), "torchfold:run",
+      Value(),
       [m, method, inputs = std::move(inputs)]() { return core::run_method(*m, method, inputs); },
       [](Napi::Env e, core::Value& out) { return to_js_value(e, out); }, [this]() { --in_flight_; });
 }
@@ -114,7 +114,7 @@ Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<bool>::Start(
-      Value(), "torchfold:save",
+      Value(),
       [m, path, extra = std::move(extra)]() {
         core::save_module(*m, path, extra);
         return true;
@@ -122,16 +122,16 @@ Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
       [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); }, [this]() { --in_flight_; });
 }
 
-Napi::Value ModuleWrap::StartModuleWork(const char* name, std::function<core::ModulePtr()> work) {
+Napi::Value ModuleWrap::StartModuleWork(std::function<core::ModulePtr()> work) {
   ++in_flight_;
   return PromiseWorker<core::ModulePtr>::Start(
-      Value(), name, std::move(work), [](Napi::Env e, core::ModulePtr& out) -> Napi::Value { return Create(e, out); },
+      Value(), std::move(work), [](Napi::Env e, core::ModulePtr& out) -> Napi::Value { return Create(e, out); },
       [this]() { --in_flight_; });
 }
 
 Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(info.Env());
-  return StartModuleWork("torchfold:clone", [m]() { return core::clone_module(*m); });
+  return StartModuleWork([m]() { return core::clone_module(*m); });
 }
 
 // fuse({ dryRun: boolean, treatTrainingAsEval: boolean }) -> { module | null, report }
@@ -157,7 +157,7 @@ Napi::Value ModuleWrap::Fuse(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<core::FuseResult>::Start(
-      Value(), "torchfold:fuse", [m, options]() { return core::fuse_module(*m, options); },
+      Value(), [m, options]() { return core::fuse_module(*m, options); },
       [](Napi::Env e, core::FuseResult& r) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", r.module ? Napi::Value(Create(e, r.module)) : e.Null());
@@ -174,7 +174,7 @@ Napi::Value ModuleWrap::BenchPeer(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(info.Env());
   ++in_flight_;
   return PromiseWorker<core::PeerResult>::Start(
-      Value(), "torchfold:benchPeer", [m, kind]() { return core::peer_transform(*m, kind); },
+      Value(), [m, kind]() { return core::peer_transform(*m, kind); },
       [](Napi::Env e, core::PeerResult& r) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", Create(e, r.module));
@@ -193,12 +193,13 @@ Napi::Value ModuleWrap::BenchTimeForward(const Napi::CallbackInfo& info) {
   std::vector<core::Value> inputs = to_core_values(env, info[0].As<Napi::Array>());
   const int iterations = info[1].As<Napi::Number>().Int32Value();
   const int warmup = info[2].As<Napi::Number>().Int32Value();
+  const bool own_thread = info.Length() > 3 && info[3].ToBoolean().Value();
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<std::vector<double>>::Start(
-      Value(), "torchfold:benchTimeForward",
-      [m, inputs = std::move(inputs), iterations, warmup]() {
-        return core::time_forward(*m, inputs, iterations, warmup);
+      Value(),
+      [m, inputs = std::move(inputs), iterations, warmup, own_thread]() {
+        return core::time_forward(*m, inputs, iterations, warmup, own_thread);
       },
       [](Napi::Env e, std::vector<double>& ms) -> Napi::Value {
         return to_js_array(e, ms, [&](double v) { return Napi::Number::New(e, v); });
@@ -210,7 +211,7 @@ Napi::Value ModuleWrap::BenchTimeForward(const Napi::CallbackInfo& info) {
 Napi::Value ModuleWrap::BenchToDtype(const Napi::CallbackInfo& info) {
   const std::string dtype = string_arg(info, 0, "dtype");
   core::ModulePtr m = module(info.Env());
-  return StartModuleWork("torchfold:benchToDtype", [m, dtype]() { return core::module_to_dtype(*m, dtype); });
+  return StartModuleWork([m, dtype]() { return core::module_to_dtype(*m, dtype); });
 }
 
 // onednn() on a frozen module -> { module, saveable, saveError, buildMs, rewritten, kept, keptReasons }
@@ -218,7 +219,7 @@ Napi::Value ModuleWrap::Onednn(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(info.Env());
   ++in_flight_;
   return PromiseWorker<core::OnednnVariant>::Start(
-      Value(), "torchfold:onednn", [m]() { return core::onednn_variant(*m); },
+      Value(), [m]() { return core::onednn_variant(*m); },
       [](Napi::Env e, core::OnednnVariant& r) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", Create(e, r.variant.module));
@@ -240,7 +241,7 @@ Napi::Value ModuleWrap::Freeze(const Napi::CallbackInfo& info) {
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<core::Variant>::Start(
-      Value(), "torchfold:freeze", [m, optimize]() { return core::inference_variant(*m, optimize); },
+      Value(), [m, optimize]() { return core::inference_variant(*m, optimize); },
       [](Napi::Env e, core::Variant& v) -> Napi::Value {
         Napi::Object out = Napi::Object::New(e);
         out.Set("module", Create(e, v.module));
@@ -265,7 +266,7 @@ Napi::Value ModuleWrap::ToHalf(const Napi::CallbackInfo& info) {
   ++in_flight_;
   using Result = std::pair<core::ModulePtr, core::HalfReport>;
   return PromiseWorker<Result>::Start(
-      Value(), "torchfold:toHalf",
+      Value(),
       [m, options]() {
         c10::NoGradGuard no_grad;
         core::ModulePtr copy = core::private_copy(*m);
@@ -329,7 +330,7 @@ Napi::Value ModuleWrap::DescribeGraph(const Napi::CallbackInfo& info) {
   ++in_flight_;
   using Result = std::pair<core::GraphInfo, std::string>;
   return PromiseWorker<Result>::Start(
-      Value(), "torchfold:describeGraph",
+      Value(),
       [m, method, inlined, shapes, highlights]() {
         core::GraphInfo g = core::describe_graph(*m, method, inlined, shapes);
         std::string dot = core::to_dot(g, highlights);
@@ -347,7 +348,7 @@ Napi::Value ModuleWrap::DescribeGraph(const Napi::CallbackInfo& info) {
 Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
   const std::string device = string_arg(info, 0, "device");
   core::ModulePtr m = module(info.Env());
-  return StartModuleWork("torchfold:to", [m, device]() { return core::module_to_device(*m, device); });
+  return StartModuleWork([m, device]() { return core::module_to_device(*m, device); });
 }
 
 Napi::Value ModuleWrap::Methods(const Napi::CallbackInfo& info) {

@@ -29,7 +29,7 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   // The module, or a thrown ERR_DISPOSED.
   const core::ModulePtr& module(Napi::Env env) const;
   // Starts async work that yields a new module (clone, to).
-  Napi::Value StartModuleWork(const char* name, std::function<core::ModulePtr()> work);
+  Napi::Value StartModuleWork(std::function<core::ModulePtr()> work);
 
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Save(const Napi::CallbackInfo& info);

@@ -1,22 +1,28 @@
-// The one async pattern of the addon: inputs are copied into the worker on the
-// JS thread (the baton), Execute() calls a core function on a libuv pool thread
-// and touches nothing else, and OnOK() settles the promise exactly once on the
-// JS thread. Every exception thrown by the work becomes a rejection with a code.
+// The one async pattern of the addon: inputs are copied into the task on the
+// JS thread (the baton); the work calls a core function on one of torchfold's
+// compute threads (core/compute_pool.h, never libuv's pool) and touches
+// nothing else; the result comes back through the environment's Completions
+// channel, and the promise settles exactly once on the JS thread. Every
+// exception thrown by the work becomes a rejection with a code.
 #pragma once
 
 #include <napi.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <utility>
 
+#include "../core/compute_pool.h"
 #include "../core/error.h"
+#include "addon_data.h"
+#include "completions.h"
 #include "errors.h"
 
 namespace torchfold::addon {
 
 template <typename Result>
-class PromiseWorker : public Napi::AsyncWorker {
+class PromiseWorker final : public Completions::Task {
  public:
   using Work = std::function<Result()>;
   using Finish = std::function<Napi::Value(Napi::Env, Result&)>;
@@ -24,66 +30,73 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   // `receiver` is kept alive until the promise settles; `done` runs on the JS
   // thread just before it settles (e.g. to end an in-flight count).
-  static Napi::Promise Start(Napi::Object receiver, const char* name, Work work, Finish finish, Done done = nullptr) {
-    auto* worker = new PromiseWorker(receiver, name, std::move(work), std::move(finish), std::move(done));
-    Napi::Promise promise = worker->deferred_.Promise();
-    worker->Queue();
+  static Napi::Promise Start(Napi::Object receiver, Work work, Finish finish, Done done = nullptr) {
+    Napi::Env env = receiver.Env();
+    std::shared_ptr<Completions> channel = addon_data(env).completions;
+    auto* task = new PromiseWorker(receiver, std::move(work), std::move(finish), std::move(done), channel);
+    Napi::Promise promise = task->js_->deferred.Promise();
+    channel->Begin(env);
+    core::compute_submit([task] {
+      task->Execute();
+      task->channel_->Post(task);
+    });
     return promise;
   }
 
- protected:
-  void Execute() override {
+  void Settle(Napi::Env env) override {
+    Napi::HandleScope scope(env);
+    JsSide& js = *js_;
+    if (js.done) js.done();
+    // While a worker_thread is being terminated, settling can itself fail;
+    // nothing is left to tell then, and throwing from here would abort.
+    try {
+      if (error_) {
+        js.deferred.Reject(make_error(env, *error_).Value());
+      } else {
+        try {
+          js.deferred.Resolve(js.finish(env, *result_));
+        } catch (const Napi::Error& e) {
+          js.deferred.Reject(e.Value());
+        } catch (...) {
+          js.deferred.Reject(make_error(env, core::describe_current_exception()).Value());
+        }
+      }
+    } catch (...) {
+    }
+    delete this;
+  }
+
+  void Abandon() override {
+    (void)js_.release();  // N-API handles of a gone environment: leaked on purpose
+    delete this;
+  }
+
+ private:
+  struct JsSide {
+    Napi::ObjectReference receiver;
+    Napi::Promise::Deferred deferred;
+    Finish finish;
+    Done done;
+  };
+
+  PromiseWorker(Napi::Object receiver, Work work, Finish finish, Done done, std::shared_ptr<Completions> channel)
+      : js_(new JsSide{Napi::Persistent(receiver), Napi::Promise::Deferred::New(receiver.Env()), std::move(finish),
+                       std::move(done)}),
+        work_(std::move(work)),
+        channel_(std::move(channel)) {}
+
+  void Execute() {
     try {
       result_.emplace(work_());
     } catch (...) {
       error_.emplace(core::describe_current_exception());
     }
+    work_ = nullptr;  // the baton's copies are freed on the compute thread
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (done_) done_();
-    // While a worker_thread is being terminated, settling can itself fail;
-    // nothing is left to tell then, and throwing from here would abort.
-    try {
-      if (error_) {
-        deferred_.Reject(make_error(env, *error_).Value());
-        return;
-      }
-      try {
-        deferred_.Resolve(finish_(env, *result_));
-      } catch (const Napi::Error& e) {
-        deferred_.Reject(e.Value());
-      } catch (...) {
-        deferred_.Reject(make_error(env, core::describe_current_exception()).Value());
-      }
-    } catch (...) {
-    }
-  }
-
-  void OnError(const Napi::Error& e) override {
-    if (done_) done_();
-    try {
-      deferred_.Reject(e.Value());
-    } catch (...) {
-    }
-  }
-
- private:
-  PromiseWorker(Napi::Object receiver, const char* name, Work work, Finish finish, Done done)
-      : Napi::AsyncWorker(receiver.Env(), name),
-        receiver_(Napi::Persistent(receiver)),
-        deferred_(Napi::Promise::Deferred::New(receiver.Env())),
-        work_(std::move(work)),
-        finish_(std::move(finish)),
-        done_(std::move(done)) {}
-
-  Napi::ObjectReference receiver_;
-  Napi::Promise::Deferred deferred_;
+  std::unique_ptr<JsSide> js_;
   Work work_;
-  Finish finish_;
-  Done done_;
+  std::shared_ptr<Completions> channel_;
   std::optional<Result> result_;
   std::optional<core::Error> error_;
 };

@@ -107,8 +107,7 @@ Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
   const std::string device = string_arg(info, 0, "device");
   at::Tensor source = tensor(env);
   return PromiseWorker<at::Tensor>::Start(
-      Value(), "torchfold:tensor.to",
-      [source, device]() { return core::tensor_to_device(source, core::parse_device(device)); },
+      Value(), [source, device]() { return core::tensor_to_device(source, core::parse_device(device)); },
       [](Napi::Env e, at::Tensor& result) -> Napi::Value { return Create(e, result); });
 }
 

@@ -25,14 +25,6 @@ namespace {
 std::atomic<int> wanted_threads{0};  // 0: leave libtorch's default
 std::once_flag default_once;
 
-int cpus_available() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-  const unsigned n = std::thread::hardware_concurrency();
-  return n ? static_cast<int>(n) : 1;
-}
-
 // libtorch starts with one intra-op thread per physical core: one on a
 // machine with two hyper-threads of one core. At one thread, libtorch 1.13
 // sends 1x1 convolutions at batch < 16 to its slow reference-BLAS path (it
@@ -51,12 +43,20 @@ void choose_default() {
     // Not a thread count: as if unset (lib/runtime.ts warns once).
   }
   if (std::getenv("OMP_NUM_THREADS") || std::getenv("MKL_NUM_THREADS")) return;
-  const int cpus = cpus_available();
+  const int cpus = usable_cpus();
   if (cpus >= 2 && at::get_num_threads() < 2) wanted_threads.store(2);
 }
 
 void ensure_default() { std::call_once(default_once, choose_default); }
 }  // namespace
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  const unsigned n = std::thread::hardware_concurrency();
+  return n ? static_cast<int>(n) : 1;
+}
 
 void set_num_threads(int n) {
   if (n < 1) throw Error(ErrorCode::InvalidArg, "Expected a positive integer for threads");

@@ -1,9 +1,9 @@
 // Process-wide libtorch settings and facts: intra-op threads, CUDA, versions.
 //
 // libtorch's intra-op thread count is per OS thread under OpenMP, and torchfold
-// runs work on libuv's pool threads, so set_num_threads() records the wish and
-// apply_thread_settings() (called at the start of every job) applies it on the
-// thread that runs the job.
+// runs work on its own compute threads (compute_pool.h), so set_num_threads()
+// records the wish and apply_thread_settings() (called at the start of every
+// job) applies it on the thread that runs the job.
 #pragma once
 
 #include <string>
@@ -13,6 +13,9 @@ namespace torchfold::core {
 void set_num_threads(int n);
 int get_num_threads();
 void apply_thread_settings();
+
+// The CPUs this process may run on (its affinity mask).
+int usable_cpus();
 
 bool cuda_available();
 int cuda_device_count();

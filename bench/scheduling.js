@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * Scheduling cost: a forward called from Node against the same libtorch call
+ * timed in C++ on a thread of its own (no JS, no queue, no hand-back), on
+ * ResNet-50 and a tiny model at batch 1, one call at a time and 8 at once.
+ * Blocks of calls alternate between the two so drift hits both alike; the
+ * figures are medians of per-block means. Target: within 3% (issue 16).
+ *
+ *   node bench/scheduling.js [--libtorch default|debian|cuda] [--blocks N] [--compute-threads N]
+ *
+ * Also times 8 concurrent calls with 4 compute threads, which is how calls ran
+ * before torchfold owned its threads (libuv's default pool of 4, one OpenMP
+ * team each): the cost of teams fighting over the cores.
+ */
+const fs = require('fs');
+const path = require('path');
+
+const ROOT = path.resolve(__dirname, '..');
+const BUILDS = { default: null, debian: 'build-debian', cuda: 'build-cuda' };
+const argv = process.argv.slice(2);
+const opt = (name, dflt) => { const i = argv.indexOf(name); return i < 0 ? dflt : argv[i + 1]; };
+const build = opt('--libtorch', 'default');
+if (!(build in BUILDS)) { console.error(`--libtorch takes ${Object.keys(BUILDS).join(', ')}`); process.exit(2); }
+if (BUILDS[build]) {
+  const addon = path.join(ROOT, BUILDS[build], 'Release', 'torchfold.node');
+  process.env.TORCHFOLD_ADDON = addon;
+  process.env.LIBTORCH = build === 'debian' ? 'system' : JSON.parse(fs.readFileSync(`${addon}.json`, 'utf8')).libtorch.root;
+}
+const tf = require(path.join(ROOT, 'dist'));
+const internal = require(path.join(ROOT, 'dist', 'internal', 'bench'));
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+
+async function sequential(m, x, n) {
+  const t0 = now();
+  for (let i = 0; i < n; i++) await m.forward(x);
+  return (now() - t0) / n;
+}
+
+async function concurrent(m, x, n, width) {
+  const t0 = now();
+  for (let done = 0; done < n; done += width) await Promise.all(Array.from({ length: width }, () => m.forward(x)));
+  return (now() - t0) / n;
+}
+
+async function measure(file, shape, calls, blocks) {
+  const m = await tf.load(file);
+  const x = randn(shape);
+  await sequential(m, x, Math.max(3, calls));
+  await internal.timeForwardNative(m, [x], 1, calls, true);
+  const rows = { cpp: [], node: [], node8: [] };
+  for (let b = 0; b < blocks; b++) {
+    rows.cpp.push(mean(await internal.timeForwardNative(m, [x], calls, 0, true)));
+    rows.node.push(await sequential(m, x, calls));
+    rows.node8.push(await concurrent(m, x, Math.max(8, calls - (calls % 8)), 8));
+  }
+  // How calls ran before (libuv's pool: 4 threads, one OpenMP team each).
+  const before = tf.getComputeThreads();
+  tf.setComputeThreads(4);
+  const fighting = [];
+  for (let b = 0; b < Math.max(3, blocks / 2); b++) fighting.push(await concurrent(m, x, Math.max(8, calls - (calls % 8)), 8));
+  tf.setComputeThreads(before);
+  await m.dispose();
+  const cpp = median(rows.cpp);
+  return { model: path.basename(file), shape, calls, blocks, cppMs: cpp, nodeMs: median(rows.node), node8Ms: median(rows.node8),
+    fourTeams8Ms: median(fighting), ratio: median(rows.node) / cpp, ratio8: median(rows.node8) / cpp, ratioFourTeams: median(fighting) / cpp };
+}
+
+function randn(shape) {
+  let s = 1;
+  const n = shape.reduce((a, b) => a * b, 1), data = new Float32Array(n);
+  for (let i = 0; i < n; i++) { s = (s * 16807) % 2147483647; data[i] = s / 2147483647 - 0.5; }
+  return tf.Tensor.from(data, shape);
+}
+
+(async () => {
+  if (opt('--compute-threads')) tf.setComputeThreads(Number(opt('--compute-threads')));
+  const blocks = Number(opt('--blocks', 15));
+  const models = path.join(__dirname, 'models');
+  const cases = [[path.join(models, 'resnet50_scripted.pt'), [1, 3, 224, 224], 8], [path.join(models, 'tiny_traced.pt'), [1, 3, 8, 8], 400]];
+  const results = [];
+  for (const [file, shape, calls] of cases) {
+    if (!fs.existsSync(file)) { console.log(`skipped ${file}: missing (node scripts/make-fixtures.js makes the bench models)`); continue; }
+    results.push(await measure(file, shape, calls, blocks));
+  }
+  const env = { libtorch: tf.versions.libtorch, threads: tf.getNumThreads(), computeThreads: tf.getComputeThreads(),
+    uvThreadpool: process.env.UV_THREADPOOL_SIZE ?? 'default (4)' };
+  console.log(`### Scheduling: forward from Node against C++ on its own thread (libtorch ${env.libtorch}, ${env.threads} intra-op threads, ` +
+    `${env.computeThreads} compute thread(s), UV_THREADPOOL_SIZE ${env.uvThreadpool})\n`);
+  console.log('| model | input | C++ own thread ms | Node, 1 at a time | Node, 8 at once (per call) | 8 at once on 4 teams (old scheduling) |\n|---|---|---:|---:|---:|---:|');
+  for (const r of results) {
+    console.log(`| ${r.model} | ${r.shape.join('×')} | ${r.cppMs.toFixed(3)} | ${r.nodeMs.toFixed(3)} (${r.ratio.toFixed(3)}×) | ` +
+      `${r.node8Ms.toFixed(3)} (${r.ratio8.toFixed(3)}×) | ${r.fourTeams8Ms.toFixed(3)} (${r.ratioFourTeams.toFixed(3)}×) |`);
+  }
+  const checks = results.flatMap((r) => [
+    { target: 'Node forward within 3% of C++ on its own thread', at: `${r.model}, 1 at a time`, value: r.ratio, pass: r.ratio <= 1.03 },
+    { target: 'Node forward within 3% of C++ on its own thread', at: `${r.model}, 8 at once`, value: r.ratio8, pass: r.ratio8 <= 1.03 },
+  ]);
+  console.log('\n| target | at | ratio | met |\n|---|---|---:|---|');
+  for (const c of checks) console.log(`| ${c.target} | ${c.at} | ${c.value.toFixed(3)} | ${c.pass ? 'yes' : '**no**'} |`);
+  if (!argv.includes('--no-save')) {
+    const out = path.join(__dirname, 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}-scheduling.json`);
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    fs.writeFileSync(out, JSON.stringify({ env, results, checks }, null, 2));
+    console.log(`\nwritten ${path.relative(ROOT, out)}`);
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
