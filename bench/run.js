@@ -16,12 +16,24 @@
  *   lt.FoldConvBN  libtorch's torch::jit::FoldConvBatchNorm
  *   lt.freeze      libtorch's torch::jit::freeze
  *   lt.freeze+ofi  libtorch's freeze + torch::jit::optimize_for_inference
+ *   ort            onnxruntime-node (bench/ort.js) on the model exported to ONNX by PyTorch 2.x,
+ *                  CPU EP, the same intra-op thread count, 1 inter-op thread, all graph
+ *                  optimizations, sequential; same rounds and input as the rows above
+ * and, timed afterwards by PyTorch itself in its own process (bench/pytorch_time.py; the
+ * same file, input and thread count, torch.no_grad(), main thread; PyTorch of the libtorch
+ * the addon was built with where this machine has it):
+ *   pytorch              the file as loaded
+ *   pytorch frozen+llga  freeze + torch.jit.enable_onednn_fusion(True) (PyTorch 2.x)
+ *   pytorch frozen+ofi   freeze + torch.jit.optimize_for_inference
  * Then: the addon's overhead (forward timed from JS and in C++), event-loop
  * delay while ResNet-50 loads, fuses and saves, and latency at 1 and 2 threads.
  *
  *   node bench/run.js [--quick] [--models a,b] [--forms scripted,traced] [--batches 1,8]
  *                     [--iterations N] [--warmup N] [--threads N] [--device cuda] [--skip-extras]
- *                     [--libtorch default|debian|cuda]
+ *                     [--libtorch default|debian|cuda] [--no-ort] [--no-pytorch]
+ *
+ * --no-ort and --no-pytorch leave out those rows; when they cannot run (onnxruntime-node
+ * not installable, no PyTorch for this libtorch) the bench says why and goes on without them.
  *
  * --libtorch picks the build (scripts/setup.sh --all makes all three): default,
  * build/ (libtorch 2.x CPU); debian, build-debian/ (Debian's 1.13); cuda,
@@ -43,6 +55,7 @@ selectBuild(process.argv);
 const tf = require(path.join(ROOT, 'dist'));
 const { benchmarkMany, latencyStats, pairedRatio, timeRounds } = require(path.join(ROOT, 'dist', 'fuse'));
 const internal = require(path.join(ROOT, 'dist', 'internal', 'bench'));
+const ortBench = require('./ort');
 
 const MODELS_DIR = path.join(__dirname, 'models');
 const RESULTS_DIR = path.join(__dirname, 'results');
@@ -69,7 +82,7 @@ function selectBuild(argv) {
 
 function parseArgs(argv) {
   const a = { quick: false, models: null, forms: ['scripted', 'traced'], batches: [1, 8], iterations: null, warmup: null,
-    threads: null, extras: true, device: 'cpu' };
+    threads: null, extras: true, device: 'cpu', ort: true, pytorch: true };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i], v = () => argv[++i];
     if (k === '--quick') a.quick = true;
@@ -82,6 +95,8 @@ function parseArgs(argv) {
     else if (k === '--skip-extras') a.extras = false;
     else if (k === '--device') a.device = v();
     else if (k === '--libtorch') a.libtorch = v();
+    else if (k === '--no-ort') a.ort = false;
+    else if (k === '--no-pytorch') a.pytorch = false;
     else if (k === '--help' || k === '-h') { console.log(fs.readFileSync(__filename, 'utf8').split('*/')[0]); process.exit(0); }
     else { console.error(`unknown argument ${k} (see --help)`); process.exit(2); }
   }
@@ -124,6 +139,66 @@ async function maxAbsAgainst(module, input, ref64) {
   let m = 0;
   for (let i = 0; i < ref64.data.length; i++) m = Math.max(m, Math.abs(Number(got[i]) - ref64.data[i]));
   return m;
+}
+
+/**
+ * The PyTorch for the own-process rows: { python, env, version } or { reason }. It is the
+ * PyTorch of the libtorch the addon runs where this machine has it: libtorch 1.x, Debian's
+ * (/usr/bin/python3, or TORCHFOLD_PYTHON); 2.x, the Python package around the addon's
+ * libtorch folder (pip's wheel: .libtorch/cpu for the default build, .libtorch/cuda for
+ * --libtorch cuda), with .libtorch/cuda on the path for torch's own Python dependencies
+ * (the CPU wheel is installed without them); else PyTorch 2.14.1 in .libtorch/cuda.
+ */
+function findPytorch(libtorchVersion) {
+  const cuda = path.join(ROOT, '.libtorch', 'cuda');
+  const tries = [];
+  if (libtorchVersion.startsWith('1.')) tries.push({ python: process.env.TORCHFOLD_PYTHON || '/usr/bin/python3', paths: [] });
+  else {
+    const addon = process.env.TORCHFOLD_ADDON || path.join(ROOT, 'build', 'Release', 'torchfold.node');
+    let root = null;
+    try { root = JSON.parse(fs.readFileSync(`${addon}.json`, 'utf8')).libtorch.root; } catch { /* no record: try .libtorch/cuda */ }
+    if (root && fs.existsSync(path.join(root, '__init__.py'))) tries.push({ python: 'python3', paths: [path.dirname(root), cuda] });
+    tries.push({ python: 'python3', paths: [cuda] });
+  }
+  const failures = [];
+  for (const t of tries) {
+    const env = { ...process.env, PYTHONWARNINGS: 'ignore' };
+    if (t.paths.length) env.PYTHONPATH = t.paths.join(path.delimiter);
+    else delete env.PYTHONPATH;
+    const r = spawnSync(t.python, ['-c', 'import numpy, torch; print(torch.__version__)'], { encoding: 'utf8', env });
+    if (r.status === 0) return { python: t.python, env, version: r.stdout.trim() };
+    failures.push(`${t.python}${t.paths.length ? ` with PYTHONPATH=${t.paths.map((p) => path.relative(ROOT, p)).join(path.delimiter)}` : ''}: ` +
+      `${(r.stderr || '').trim().split('\n').pop() || r.error?.code || `exit ${r.status}`}`);
+  }
+  return { reason: `no PyTorch for libtorch ${libtorchVersion} (${failures.join('; ')}); run bash scripts/setup.sh --all` };
+}
+
+/** PyTorch's own-process rows for one configuration (bench/pytorch_time.py), in the bench's row format. */
+function pytorchRows(file, entry, batch, o, loadedMs) {
+  const variants = o.pytorchCtx.version.startsWith('1.') ? ['loaded', 'frozen+ofi'] : ['loaded', 'frozen+llga', 'frozen+ofi'];
+  const job = path.join(os.tmpdir(), `torchfold-bench-pytorch-${process.pid}.json`);
+  const ref = entry.reference[String(batch)];
+  fs.writeFileSync(job, JSON.stringify({ file, batch, threads: tf.getNumThreads(), iterations: o.iterations, warmup: o.warmup, variants,
+    input: { file: path.join(MODELS_DIR, entry.input.file), shape: entry.input.shape },
+    reference: { file: path.join(MODELS_DIR, ref.file), shape: ref.shape } }));
+  const r = spawnSync(o.pytorchCtx.python, [path.join(__dirname, 'pytorch_time.py'), job], { encoding: 'utf8', env: o.pytorchCtx.env });
+  fs.rmSync(job, { force: true });
+  const name = (v) => (v === 'loaded' ? 'pytorch' : `pytorch ${v}`);
+  const base = { detail: `own process, PyTorch ${o.pytorchCtx.version}`, ownProcess: true, ratio: null, peakExtraBytes: null,
+    peakExtraOfWeights: null, folded: null };
+  let out;
+  try {
+    out = JSON.parse(r.stdout.trim().split('\n').pop());
+  } catch {
+    const why = (r.stderr || '').trim().split('\n').pop() || r.error?.code || `exit ${r.status}`;
+    return variants.map((v) => ({ variant: name(v), ...base, error: `bench/pytorch_time.py failed: ${why}`, medianMs: null, samples: null }));
+  }
+  return out.rows.map((x) => {
+    if (x.error) return { variant: name(x.variant), ...base, error: x.error, medianMs: null, samples: null };
+    const st = latencyStats(x.samples);
+    return { variant: name(x.variant), ...base, detail: `${base.detail}, ${out.threads} thread(s)`, error: null, ...st,
+      medianRatio: loadedMs ? st.medianMs / loadedMs : null, transformMs: x.transform_ms, maxAbsError: x.max_abs_error, samples: x.samples };
+  });
 }
 
 // The library's own round timing and statistics (lib/fuse.ts), so the bench and optimize() measure alike.
@@ -175,9 +250,18 @@ async function benchModel(name, form, batch, entry, o) {
   await add('lt.FoldConvBN', async () => ({ module: (await internal.peer(loaded, 'fold_conv_bn')).module }));
   await add('lt.freeze', async () => ({ module: (await internal.peer(loaded, 'freeze')).module }));
   await add('lt.freeze+ofi', async () => ({ module: (await internal.peer(loaded, 'freeze_optimize')).module }));
-  const ok = variants.filter((v) => v.module);
-  for (const v of ok) v.maxAbsError = await maxAbsAgainst(v.module, x, ref);
-  const samples = await timeRounds(ok.map((v) => (xs) => v.module.forward(...xs)), [x], o.iterations, o.warmup);
+  if (o.ortCtx) {
+    // onnxruntime-node on the ONNX export of the same weights, the same input values, in the same rounds.
+    const e = o.ortCtx.manifest.models[name];
+    if (!e?.file) variants.push({ name: 'ort', error: `not exported to ONNX: ${e?.error ?? 'missing from bench/models/onnx/manifest.json'}` });
+    else {
+      await add('ort', async () => ({ detail: `onnxruntime-node ${o.ortCtx.version}`,
+        runner: await ortBench.openRunner(o.ortCtx.ort, path.join(o.ortCtx.dir, e.file), e, inputData.data, inputData.shape, tf.getNumThreads()) }));
+    }
+  }
+  const ok = variants.filter((v) => v.module || v.runner);
+  for (const v of ok) v.maxAbsError = v.runner ? ortBench.maxAbs((await v.runner.run()).data, ref.data) : await maxAbsAgainst(v.module, x, ref);
+  const samples = await timeRounds(ok.map((v) => (v.runner ? () => v.runner.run() : (xs) => v.module.forward(...xs))), [x], o.iterations, o.warmup);
   ok.forEach((v, i) => { v.samples = samples[i]; });
   // Transform cost in fresh processes (batch-independent: measured once per model and form).
   for (const v of variants) {
@@ -195,8 +279,11 @@ async function benchModel(name, form, batch, entry, o) {
     maxAbsError: v.maxAbsError ?? null, folded: v.folded ?? null, samples: v.samples ?? null,
   }));
   for (const v of variants) if (v.module && v !== variants[0]) await v.module.dispose();
+  for (const v of variants) if (v.runner) await v.runner.dispose();
   await loaded.dispose();
   x.dispose();
+  // PyTorch itself, in its own process, after this one's models are gone (so they share no memory or cores).
+  if (o.pytorchCtx) rows.push(...pytorchRows(file, entry, batch, o, rows[0].medianMs));
   return { model: name, form, batch, weightBytes, float32Error: entry.float32_error?.[String(batch)] ?? null,
     iterations: o.iterations, warmup: o.warmup, threads: tf.getNumThreads(), rows };
 }
@@ -204,12 +291,13 @@ async function benchModel(name, form, batch, entry, o) {
 function table(result) {
   const lines = [`### ${result.model} (${result.form}), batch ${result.batch}: ${result.iterations} rounds, ${result.threads} thread(s); ` +
     `float32 error of the model itself vs float64: ${fmt(result.float32Error * 1e6, 2)}e-6`, '',
-  '| variant | median ms | p10 | p90 | ratio to loaded | transform ms | peak extra RSS (× weights) | max abs err vs f64 | folded |',
+  '| variant | median ms | p10 | p90 | ratio to loaded (~: of medians, another process) | transform ms | peak extra RSS (× weights) | max abs err vs f64 | folded |',
   '|---|---:|---:|---:|---:|---:|---:|---:|---:|'];
   for (const r of result.rows) {
     if (r.error) { lines.push(`| ${r.variant} | failed: ${r.error} | | | | | | | |`); continue; }
     const mem = r.peakExtraBytes === null ? '—' : `${(r.peakExtraBytes / 2 ** 20).toFixed(0)} MiB${r.peakExtraOfWeights ? ` (${fmt(r.peakExtraOfWeights)}×)` : ''}`;
-    lines.push(`| ${r.variant}${r.detail ? ` (${r.detail})` : ''} | ${fms(r.medianMs)} | ${fms(r.p10Ms)} | ${fms(r.p90Ms)} | ${fmt(r.ratio, 3)} | ` +
+    const ratio = r.ownProcess ? (r.medianRatio == null ? '—' : `~${fmt(r.medianRatio, 3)}`) : fmt(r.ratio, 3);
+    lines.push(`| ${r.variant}${r.detail ? ` (${r.detail})` : ''} | ${fms(r.medianMs)} | ${fms(r.p10Ms)} | ${fms(r.p90Ms)} | ${ratio} | ` +
       `${r.variant === 'loaded' ? '—' : fms(r.transformMs)} | ${r.variant === 'loaded' ? '—' : mem} | ${r.maxAbsError === null ? '—' : r.maxAbsError.toExponential(1)} | ${r.folded ?? '—'} |`);
   }
   return lines.join('\n');
@@ -296,6 +384,16 @@ function targets(results, extras) {
       const q = peerRatio(v, ofi);
       if (q !== null) checks.push({ target: `${label} <= 1.02 × freeze+ofi`, at, value: q, pass: q <= 1.02 });
     }
+    const pt = row(r, 'pytorch'), loaded = row(r, 'loaded');
+    if (pt?.medianMs && loaded?.medianMs) {
+      const q = loaded.medianMs / pt.medianMs;
+      checks.push({ target: 'loaded <= 1.05 × PyTorch on the same file (own process; ratio of medians)', at, value: q, pass: q <= 1.05 });
+    }
+    // Issue 16's target names the saved-then-loaded optimize result; until the bench has that row, the saveable module in process.
+    if (['resnet50', 'mobilenet_v2', 'efficientnet_b0'].includes(r.model) && !tf.versions.libtorch.startsWith('1.')) {
+      const q = peerRatio(opt, row(r, 'ort'));
+      if (q !== null) checks.push({ target: 'optimize (saveable) <= 1.1 × onnxruntime-node (libtorch 2.x)', at, value: q, pass: q <= 1.1 });
+    }
     if (r.model === 'resnet50' && fold?.transformMs) {
       checks.push({ target: 'fold ResNet-50 in < 100 ms', at, value: fold.transformMs, pass: fold.transformMs < 100 });
       if (fold.peakExtraOfWeights) checks.push({ target: 'fold peak extra memory < 2.2 × weights', at, value: fold.peakExtraOfWeights, pass: fold.peakExtraOfWeights < 2.2 });
@@ -326,6 +424,38 @@ async function main() {
   console.log(`# torchfold benchmark${o.quick ? ' (quick)' : ''}\n\n${started.toISOString()} on ${machine.cpu} (${machine.cpus} CPUs, ${machine.memoryGiB} GiB), ` +
     `${machine.platform}, Node ${machine.node}, libtorch ${machine.libtorch}, ${machine.threads} intra-op thread(s)` +
     `${machine.cuda ? '' : '; no CUDA device: CUDA variants not run'}\n`);
+  // The reference rows: onnxruntime-node in this process, PyTorch in its own. Each says why when it cannot run.
+  const peers = { ort: null, pytorch: null };
+  if (!o.ort) peers.ort = { skipped: '--no-ort' };
+  else if (o.device !== 'cpu') peers.ort = { skipped: `the ort row runs on the CPU only (--device ${o.device})` };
+  else {
+    const got = ortBench.ensureOrt();
+    const onnx = got.reason ? null : ortBench.ensureOnnx(MODELS_DIR);
+    const reason = got.reason ?? onnx.reason;
+    if (reason) peers.ort = { skipped: reason };
+    else {
+      o.ortCtx = { ort: got.ort, version: got.version, dir: onnx.dir, manifest: onnx.manifest };
+      peers.ort = { onnxruntimeNode: got.version, exportedBy: `PyTorch ${onnx.manifest.torch}`, opset: onnx.manifest.opset,
+        options: ortBench.sessionOptions(tf.getNumThreads()) };
+    }
+  }
+  if (!o.pytorch) peers.pytorch = { skipped: '--no-pytorch' };
+  else if (o.device !== 'cpu') peers.pytorch = { skipped: `the pytorch rows run on the CPU only (--device ${o.device})` };
+  else {
+    const got = findPytorch(tf.versions.libtorch);
+    if (got.reason) peers.pytorch = { skipped: got.reason };
+    else {
+      o.pytorchCtx = got;
+      peers.pytorch = { version: got.version, python: got.python, pythonPath: got.env.PYTHONPATH ?? null };
+    }
+  }
+  console.log(peers.ort.skipped ? `**ort row skipped:** ${peers.ort.skipped}` :
+    `ort row: onnxruntime-node ${peers.ort.onnxruntimeNode} on ONNX exported by ${peers.ort.exportedBy} (opset ${peers.ort.opset}), ` +
+    `CPU EP, ${tf.getNumThreads()} intra-op / 1 inter-op thread(s), graph optimization 'all', sequential; timed in this process`);
+  console.log(peers.pytorch.skipped ? `**pytorch rows skipped:** ${peers.pytorch.skipped}\n` :
+    `pytorch rows: PyTorch ${peers.pytorch.version}, timed in its own process (bench/pytorch_time.py), ratios are of medians` +
+    `${peers.pytorch.version.split('+')[0] === tf.versions.libtorch.split('+')[0] ? '' : ` (note: not the addon's libtorch ${tf.versions.libtorch})`}\n`);
+  machine.peers = peers;
   const results = [];
   o.costs = new Map();
   for (const name of o.models) {
@@ -384,6 +514,8 @@ async function main() {
   const tag = `${o.quick ? 'quick' : 'full'}${o.libtorch ? `-${o.libtorch}` : ''}`;
   const out = path.join(RESULTS_DIR, `${started.toISOString().replace(/[:.]/g, '-')}-${tag}.json`);
   delete o.costs;
+  delete o.ortCtx;
+  delete o.pytorchCtx;
   fs.writeFileSync(out, JSON.stringify({ schema: 'torchfold/bench@1', machine, options: o, startedAt: started.toISOString(),
     durationMs: finished - started, results, extras, targets: checks }, null, 2) + '\n');
   console.log(`\n${results.length} configurations in ${((finished - started) / 1000).toFixed(0)} s; JSON: ${path.relative(process.cwd(), out)}`);

@@ -44,8 +44,7 @@ Napi::Value ReadExtraFiles(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsArray()) throw_type_error(env, "Expected an array of names");
   std::vector<std::string> names = from_js_strings(info[1]);
   return PromiseWorker<core::ExtraFiles>::Start(
-      Napi::Object::New(env),
-      [path, names = std::move(names)]() { return core::read_extra_files(path, names); },
+      Napi::Object::New(env), [path, names = std::move(names)]() { return core::read_extra_files(path, names); },
       [](Napi::Env e, core::ExtraFiles& files) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         for (const auto& [k, v] : files) o.Set(k, Napi::String::New(e, v));

@@ -13,7 +13,7 @@ namespace torchfold::addon {
 struct AddonData {
   Napi::FunctionReference module_ctor;
   Napi::FunctionReference tensor_ctor;
-  Napi::FunctionReference error_factory;  // (message, code) => TorchfoldError
+  Napi::FunctionReference error_factory;     // (message, code) => TorchfoldError
   std::shared_ptr<Completions> completions;  // results of compute threads come back here
 };
 

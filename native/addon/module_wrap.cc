@@ -79,8 +79,7 @@ Napi::Value ModuleWrap::Load(const Napi::CallbackInfo& info) {
   const std::string device = string_arg(info, 1, "device");
   const bool verify = info.Length() > 2 && info[2].ToBoolean().Value();
   return PromiseWorker<core::ModulePtr>::Start(
-      Napi::Object::New(env),
-      [path, device, verify]() { return core::load_module(path, device, verify); },
+      Napi::Object::New(env), [path, device, verify]() { return core::load_module(path, device, verify); },
       [](Napi::Env e, core::ModulePtr& m) -> Napi::Value { return Create(e, m); });
 }
 
@@ -92,8 +91,7 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   std::vector<core::Value> inputs = to_core_values(env, info[1].As<Napi::Array>());
   ++in_flight_;
   return PromiseWorker<core::Value>::Start(
-      Value(),
-      [m, method, inputs = std::move(inputs)]() { return core::run_method(*m, method, inputs); },
+      Value(), [m, method, inputs = std::move(inputs)]() { return core::run_method(*m, method, inputs); },
       [](Napi::Env e, core::Value& out) { return to_js_value(e, out); }, [this]() { --in_flight_; });
 }
 

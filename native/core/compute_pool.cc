@@ -105,8 +105,8 @@ int compute_threads() { return pool().size(); }
 
 void set_compute_threads(int n) {
   if (n < 1 || n > kMaxThreads) {
-    throw Error(ErrorCode::InvalidArg, "Expected an integer from 1 to 256 for compute threads but received " +
-                                           std::to_string(n));
+    throw Error(ErrorCode::InvalidArg,
+                "Expected an integer from 1 to 256 for compute threads but received " + std::to_string(n));
   }
   pool().resize(n);
 }
