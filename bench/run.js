@@ -197,7 +197,7 @@ function pytorchRows(file, entry, batch, o, loadedMs) {
     if (x.error) return { variant: name(x.variant), ...base, error: x.error, medianMs: null, samples: null };
     const st = latencyStats(x.samples);
     return { variant: name(x.variant), ...base, detail: `${base.detail}, ${out.threads} thread(s)`, error: null, ...st,
-      medianRatio: loadedMs ? st.medianMs / loadedMs : null, transformMs: x.transform_ms, maxAbsError: x.max_abs_error, samples: x.samples };
+      medianRatio: loadedMs ? st.medianMs / loadedMs : null, transformMs: x.variant === 'loaded' ? null : x.transform_ms, maxAbsError: x.max_abs_error, samples: x.samples };
   });
 }
 
@@ -222,6 +222,7 @@ async function build(name, make) {
   }
 }
 
+const minor = (version) => /^\d+\.\d+/.exec(version)?.[0];
 const fmt = (v, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
 const fms = (v) => (v === null || v === undefined ? '—' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 
@@ -454,7 +455,7 @@ async function main() {
     `CPU EP, ${tf.getNumThreads()} intra-op / 1 inter-op thread(s), graph optimization 'all', sequential; timed in this process`);
   console.log(peers.pytorch.skipped ? `**pytorch rows skipped:** ${peers.pytorch.skipped}\n` :
     `pytorch rows: PyTorch ${peers.pytorch.version}, timed in its own process (bench/pytorch_time.py), ratios are of medians` +
-    `${peers.pytorch.version.split('+')[0] === tf.versions.libtorch.split('+')[0] ? '' : ` (note: not the addon's libtorch ${tf.versions.libtorch})`}\n`);
+    `${minor(peers.pytorch.version) === minor(tf.versions.libtorch) ? '' : ` (note: not the addon's libtorch ${tf.versions.libtorch})`}\n`);
   machine.peers = peers;
   const results = [];
   o.costs = new Map();
