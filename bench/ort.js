@@ -107,10 +107,16 @@ function ensureOnnx(modelsDir) {
   return { dir, manifest: JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) };
 }
 
-/** CPU execution provider, `threads` intra-op threads, 1 inter-op thread, all graph optimizations, sequential. */
+/**
+ * CPU execution provider, `threads` intra-op threads, 1 inter-op thread, all graph
+ * optimizations, sequential; and no spinning: by default onnxruntime's pool threads spin on
+ * after each run, and in the bench's interleaved rounds the libtorch call that comes next
+ * measured up to 2× slower for it (ResNet-18 and MobileNetV2 at batch 1, 2 threads on 2
+ * cores), while onnxruntime alone was no slower without it.
+ */
 function sessionOptions(threads) {
   return { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1,
-    graphOptimizationLevel: 'all', executionMode: 'sequential' };
+    graphOptimizationLevel: 'all', executionMode: 'sequential', extra: { session: { intra_op: { allow_spinning: '0' } } } };
 }
 
 /**
