@@ -56,6 +56,19 @@ function table(runs) {
       `${kept(a, 'tf.optimize')} | ${kept(b, 'tf.optimize')} | ${kept(a, 'tf.optimize*')} | ${kept(b, 'tf.optimize*')} |`);
   }
   lines.push('', 'Ratios are to `loaded` of the same generation, paired by round. "kept" is the candidate `fuse({ optimize })` chose.');
+  // The reference rows: PyTorch in its own process (each generation's own PyTorch) and onnxruntime-node (the same in both runs).
+  const med = (r, v) => ms(r?.rows.find((y) => y.variant === v)?.medianMs);
+  if (now.results.some((r) => r.rows.some((y) => y.variant === 'pytorch' || y.variant === 'ort'))) {
+    lines.push('', 'Medians in ms. PyTorch timed in its own process; onnxruntime-node in the run\'s rounds and alone (each run has its own).', '',
+      '| model | form | batch | pytorch 1.13 | pytorch 2.x | pytorch frozen+ofi 1.13 | pytorch frozen+ofi 2.x | pytorch frozen+llga 2.x | ort (1.13 run) | ort (2.x run) | ort alone (2.x run) |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const a of old.results) {
+      const b = now.results.find((x) => x.model === a.model && x.form === a.form && x.batch === a.batch);
+      if (!b) continue;
+      lines.push(`| ${a.model} | ${a.form} | ${a.batch} | ${med(a, 'pytorch')} | ${med(b, 'pytorch')} | ${med(a, 'pytorch frozen+ofi')} | ` +
+        `${med(b, 'pytorch frozen+ofi')} | ${med(b, 'pytorch frozen+llga')} | ${med(a, 'ort')} | ${med(b, 'ort')} | ${med(b, 'ort alone')} |`);
+    }
+  }
   if (old.extras?.threads && now.extras?.threads) {
     lines.push('', `Threads (${now.extras.threads.model}, batch 1, loaded / tf.fold ms):`, '',
       '| threads | 1.13 loaded | 1.13 tf.fold | 2.x loaded | 2.x tf.fold |', '|---:|---:|---:|---:|---:|');

@@ -23,6 +23,16 @@ for (const x of r.results) {
   const c = (v) => `${ms(row(v).transformMs)} | ${f(row(v).peakExtraOfWeights)}×`;
   console.log(`| ${x.model} | ${c('tf.fold')} | ${c('lt.FoldConvBN')} | ${c('lt.freeze')} |`);
 }
+const peers = r.results.filter((x) => x.rows.some((y) => y.variant === 'ort' || y.variant === 'pytorch'));
+if (peers.length) {
+  console.log('\n| model | batch | loaded ms | tf.optimize | tf.optimize* | ort (in rounds) | ort alone | pytorch (own process) | pytorch frozen+llga | pytorch frozen+ofi |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const x of peers) {
+    if (x.form !== 'traced') continue;
+    const m = (v) => ms(x.rows.find((y) => y.variant === v)?.medianMs);
+    console.log(`| ${x.model} | ${x.batch} | ${m('loaded')} | ${m('tf.optimize')} | ${m('tf.optimize*')} | ${m('ort')} | ${m('ort alone')} | ${m('pytorch')} | ${m('pytorch frozen+llga')} | ${m('pytorch frozen+ofi')} |`);
+  }
+}
 const miss = r.targets.filter((t) => !t.pass);
 console.log(`\ntargets: ${r.targets.length - miss.length} pass, ${miss.length} miss`);
 const byTarget = {};
