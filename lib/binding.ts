@@ -51,6 +51,9 @@ export interface NativeModule {
   onednn(): Promise<{ module: NativeModule; saveable: boolean; saveError?: string; buildMs: number; rewritten: number;
     kept: number; keptReasons: string[] }>;
   benchPeer(kind: string): Promise<{ module: NativeModule; buildMs: number }>;
+  portable(o: { freeze: boolean; channelsLast: boolean }): Promise<{ module: NativeModule; buildMs: number; channelsLastWeights: number; saveError?: string }>;
+  applyRunTime(o: { optimizeForInference: boolean; llga: boolean; nnc: boolean }): Promise<{ module: NativeModule; buildMs: number }>;
+  jitSwitches(): string;
   benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number, ownThread?: boolean): Promise<number[]>;
   benchToDtype(dtype: string): Promise<NativeModule>;
   describeGraph(options: { method: string; inlined: boolean; shapes: number[][];
@@ -85,6 +88,7 @@ export interface NativeBinding {
   getNumThreads(): number;
   setComputeThreads(n: number): void;
   getComputeThreads(): number;
+  fusers(): { llga: string };
   cudaIsAvailable(): boolean;
   /** Throws ERR_DEVICE_UNAVAILABLE, with the reason, when the device named is not present. */
   checkDevice(device: string): void;

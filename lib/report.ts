@@ -57,7 +57,12 @@ export interface StepReport {
 
 /** One candidate module the optimize step tried. */
 export interface CandidateReport {
-  /** 'input' (the module as given), 'fused', 'frozen', 'frozen+optimized', 'frozen+onednn' (CPU). */
+  /**
+   * 'input' (the module as given), 'fused', 'frozen', 'frozen+optimized' (libtorch's
+   * optimize_for_inference), and on the CPU 'frozen+onednn' (convolutions on oneDNN,
+   * plain tensors), 'frozen+channels_last', 'frozen+llga' (oneDNN Graph fusion, libtorch
+   * 2.x), 'frozen+channels_last+llga', 'frozen+nnc' (NNC TensorExpr fusion).
+   */
   name: string;
   /** What the candidate changed, e.g. '53 convolutions on oneDNN, 0 kept'. */
   note?: string;
@@ -67,8 +72,17 @@ export interface CandidateReport {
   reason?: string;
   /** Its outputs against the input module's, on the optimize sample inputs (absent when it did not run). */
   validation?: ValidationReport;
-  /** Whether it survives a save and load round trip. */
+  /**
+   * Whether it can be saved and loaded back: as itself, or (with `runTimeSteps`) as its
+   * portable form plus a recipe that torchfold's load() re-applies.
+   */
   saveable: boolean;
+  /**
+   * Steps that a save cannot hold, redone by {@link load} from the recipe saved beside the
+   * portable form: 'optimize_for_inference', 'llga', 'nnc'. PyTorch loading the same file
+   * gets the portable form (frozen, folded; correct, without these steps).
+   */
+  runTimeSteps?: string[];
   /** Why saving or loading it back failed, when not saveable. */
   saveError?: string;
   /** Whether it still has every method of the input module. */
@@ -85,7 +99,7 @@ export interface CandidateReport {
 export interface OptimizeReport {
   /** The name of the candidate kept: the fastest eligible one (the earlier one on a tie). */
   chosen: string;
-  /** Every candidate, in the order tried: input, fused, frozen, frozen+optimized, frozen+onednn. */
+  /** Every candidate, in the order tried (see {@link CandidateReport.name}). */
   candidates: CandidateReport[];
   /** Timed rounds; each ran every timed candidate once. */
   iterations: number;

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include "../core/compute_pool.h"
+#include "../core/jit_switches.h"
 #include "../core/runtime.h"
 #include "../core/tensor.h"
 #include "addon_data.h"
@@ -85,6 +86,13 @@ Napi::Value GetComputeThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), core::compute_threads());
 }
 
+// fusers() -> { llga: '' when available, else why not }
+Napi::Value Fusers(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("llga", core::llga_unavailable_reason());
+  return o;
+}
+
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), guard_sync(info.Env(), [] { return core::cuda_available(); }));
 }
@@ -134,6 +142,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("setComputeThreads", Napi::Function::New<SetComputeThreads>(env, "setComputeThreads"));
   exports.Set("getComputeThreads", Napi::Function::New<GetComputeThreads>(env, "getComputeThreads"));
+  exports.Set("fusers", Napi::Function::New<Fusers>(env, "fusers"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("checkDevice", Napi::Function::New<CheckDevice>(env, "checkDevice"));

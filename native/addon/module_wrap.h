@@ -44,6 +44,10 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value BenchTimeForward(const Napi::CallbackInfo& info);
   Napi::Value BenchToDtype(const Napi::CallbackInfo& info);
   Napi::Value ToHalf(const Napi::CallbackInfo& info);
+  // module_wrap_recipe.cc
+  Napi::Value Portable(const Napi::CallbackInfo& info);
+  Napi::Value ApplyRunTime(const Napi::CallbackInfo& info);
+  Napi::Value JitSwitches(const Napi::CallbackInfo& info);
   Napi::Value DescribeGraph(const Napi::CallbackInfo& info);
   Napi::Value Methods(const Napi::CallbackInfo& info);
   Napi::Value Graph(const Napi::CallbackInfo& info);

@@ -19,6 +19,7 @@
 
 #include "archive.h"
 #include "error.h"
+#include "jit_switches.h"
 #include "patterns.h"
 #include "runtime.h"
 #include "tensor.h"
@@ -465,6 +466,7 @@ Value run_method(const torch::jit::Module& module, const std::string& method, co
   apply_thread_settings();
   c10::NoGradGuard no_grad;
   std::vector<c10::IValue> stack = to_stack(inputs, m->function().getSchema(), method + "()");
+  JitSwitchScope switches(module);  // the module's JIT fusers, if any, for this call only
   return from_ivalue((*m)(std::move(stack)));
 }
 

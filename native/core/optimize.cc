@@ -217,6 +217,12 @@ void check_round_trip(const torch::jit::Module& module, const std::string& devic
 
 }  // namespace
 
+std::string round_trip_error(const torch::jit::Module& module, const std::string& device) {
+  Variant v;
+  check_round_trip(module, device, &v);
+  return v.save_error;
+}
+
 torch::jit::Module freeze_for_inference(const torch::jit::Module& module, bool optimize_for_inference) {
   std::vector<std::string> others;
   for (const auto& name : method_names(module)) {

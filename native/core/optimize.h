@@ -21,6 +21,10 @@ struct Variant {
   double build_ms = 0;
 };
 
+// Saves `module` to memory and loads it back: "" when that works, else why
+// not (some optimized modules hold constants the serializer cannot write).
+std::string round_trip_error(const torch::jit::Module& module, const std::string& device);
+
 // libtorch's torch::jit::freeze (conv-BN folded in its graph), then with
 // `optimize_for_inference` its torch::jit::optimize_for_inference; every
 // exported method preserved. No checks: inference_variant adds them.
