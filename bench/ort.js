@@ -48,7 +48,8 @@ function ensureOrt({ install = true } = {}) {
     const r = spawnSync(npm, ['ci', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'],
       { cwd: ORT_DIR, encoding: 'utf8', stdio: ['ignore', 'inherit', 'pipe'] });
     if (r.status !== 0) {
-      return { reason: `npm ci in bench/ort failed (${r.error?.code ?? `exit ${r.status}`}): ${lastLine(r.stderr) || 'no output'}` };
+      const said = (r.stderr || '').split('\n').filter((l) => l.trim() && !/complete log of this run/.test(l));
+      return { reason: `npm ci in bench/ort failed (${r.error?.code ?? `exit ${r.status}`}): ${said.slice(0, 2).join(' ').trim() || 'no output'}` };
     }
   }
   try {
