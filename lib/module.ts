@@ -194,6 +194,17 @@ function forwardOn(handle: NativeModule): Runner {
   return async (xs) => fromNative(await handle.run('forward', xs.map((x, i) => toNative(x, `inputs[${i}]`))), tensorCtor);
 }
 
+/**
+ * @internal For tests and benchmarks: a module made from `portable` by run-time
+ * steps, carrying its recipe as `fuse({ optimize })`'s results do (save() writes
+ * `portable` and the recipe; disposing it disposes `portable`). Not exported from the package.
+ */
+export async function withRecipe(portable: ScriptModule, spec: RecipeSpec): Promise<ScriptModule> {
+  const made = new ScriptModule((await handleOf(portable).applyRunTime(spec.runTime)).module);
+  attachRecipe(made, { portable, spec });
+  return made;
+}
+
 /** @internal The native handle behind a module (benchmarks); ERR_DISPOSED once disposed. Not exported from the package. */
 export function nativeHandle(m: ScriptModule): NativeModule { return handleOf(m); }
 
@@ -753,7 +764,7 @@ export function load(file: string, options?: LoadOptions): Promise<ScriptModule>
   return withCallerStack(async () => {
     if (timeoutMs !== undefined) await probeInChild(target, device, verify, timeoutMs);
     const handle = await binding.load(target, device, verify);
-    const stored = (await binding.readExtraFiles(target, [RECIPE_FILE]))[RECIPE_FILE];
+    const stored = useRecipe ? (await binding.readExtraFiles(target, [RECIPE_FILE]))[RECIPE_FILE] : undefined;
     if (stored === undefined) return new ScriptModule(handle);
     let spec: RecipeSpec;
     try {
@@ -763,7 +774,6 @@ export function load(file: string, options?: LoadOptions): Promise<ScriptModule>
       throw e;
     }
     const portable = new ScriptModule(handle);
-    if (!useRecipe) return portable;
     const { handle: made, report } = await applyRecipe(handle, spec);
     if (made === handle) {
       attachRecipe(portable, { portable: null, spec, report });

@@ -1,14 +1,18 @@
 // fuse({ optimize }): candidates (the input, the fused module, frozen, frozen +
-// optimize_for_inference) validated against the input module, checked for
-// kept methods and a save/load round trip, timed interleaved; the fastest
-// eligible one is returned. Models and float64 references come from PyTorch
-// (scripts/make_transform_fixtures.py), which also recorded that
-// optimize_for_inference's result cannot be saved in this libtorch.
+// optimize_for_inference, and on the CPU frozen + oneDNN convolutions,
+// channels_last, oneDNN Graph fusion, both, NNC) validated against the input
+// module, checked for kept methods and a save/load round trip, timed
+// interleaved; the fastest eligible one is returned. Models and float64
+// references come from PyTorch (scripts/make_transform_fixtures.py), which also
+// recorded that optimize_for_inference's result cannot be saved as it is: it is
+// saved as its portable form plus a recipe (test/recipe.test.ts).
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { load, ScriptModule, Tensor } from '../lib';
+import { load, readExtraFiles, ScriptModule, Tensor } from '../lib';
+import { native } from '../lib/binding';
 import { nativeHandle } from '../lib/module';
+import { RECIPE_FILE } from '../lib/recipe';
 import { checkInPyTorch, decode, FIXTURES, model, readTensorData, tmpDir } from './helpers/fixtures';
 import { manifestOf, within } from './helpers/subdir';
 
@@ -35,7 +39,18 @@ describe.each(Object.entries(cases))('optimize %s', (name, c) => {
     const m = await load(path.join(FIXTURES, 'transform', c.file));
     const { module, report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 5, warmup: 1 } });
     const o = report.optimize!;
-    expect(o.candidates.map((k) => k.name)).toEqual(['input', 'fused', 'frozen', 'frozen+optimized', 'frozen+onednn']);
+    expect(o.candidates.map((k) => k.name)).toEqual(['input', 'fused', 'frozen', 'frozen+optimized', 'frozen+onednn',
+      'frozen+channels_last', 'frozen+llga', 'frozen+channels_last+llga', 'frozen+nnc']);
+    const llgaMissing = native().fusers().llga;
+    for (const k of o.candidates.filter((x) => x.name.endsWith('+llga'))) {
+      if (llgaMissing) expect(k.reason).toMatch(/oneDNN Graph fusion is not available/);
+      else expect(k.runTimeSteps).toEqual(['llga']);
+    }
+    // Every candidate that was built is checked, and timed unless it failed on the sample.
+    for (const k of o.candidates.slice(2)) {
+      if (k.validation) expect(k.latency, k.name).toBeDefined();
+      else expect(k.reason, k.name).toBeDefined();
+    }
     // The oneDNN rewrite of the frozen module is a plain aten op: it always saves (or was not built: no conv to rewrite).
     const onednn = o.candidates.find((k) => k.name === 'frozen+onednn')!;
     if (onednn.note) expect(onednn.saveable, onednn.saveError).toBe(true);
@@ -50,15 +65,12 @@ describe.each(Object.entries(cases))('optimize %s', (name, c) => {
       expect(k.speedup!, k.name).toBeLessThanOrEqual(chosen.speedup!);
     }
     expect(chosen.speedup!).toBeGreaterThanOrEqual(1);
-    // PyTorch could not save optimize_for_inference's result either: the candidate is rejected for it.
+    // PyTorch cannot save optimize_for_inference's result as it is; torchfold saves its
+    // portable form with a recipe, so the candidate is saveable and eligible on its merits.
     const ofi = o.candidates.find((k) => k.name === 'frozen+optimized')!;
-    const pytorchSaves = c.attempts.every((a) => a.save_reload.ok);
-    expect(ofi.saveable).toBe(pytorchSaves);
-    if (!pytorchSaves) {
-      expect(ofi.eligible).toBe(false);
-      expect(ofi.reason).toContain('cannot be saved');
-      expect(ofi.latency, 'timed side by side all the same').toBeDefined();
-    }
+    expect(ofi.saveable).toBe(true);
+    expect(ofi.runTimeSteps).toEqual(['optimize_for_inference']);
+    if (!c.attempts.every((a) => a.save_reload.ok)) expect(ofi.latency, 'timed side by side').toBeDefined();
     // Every method kept, outputs right against float64, and the result saves and reloads.
     expect([...module.methods].sort()).toEqual([...m.methods].sort());
     const x = c.inputs.map((t) => decode(within('transform', t)));
@@ -69,7 +81,11 @@ describe.each(Object.entries(cases))('optimize %s', (name, c) => {
     }
     const file = path.join(out, `${name}.pt`);
     await module.save(file);
+    // A chosen candidate with run-time steps is saved with its recipe, and load() redoes them.
+    const recipe = (await readExtraFiles(file, [RECIPE_FILE]))[RECIPE_FILE];
+    expect(Boolean(recipe), o.chosen).toBe(Boolean(chosen.runTimeSteps?.length));
     const again = await load(file);
+    if (recipe) expect(again.recipe, JSON.stringify(again.recipe)).toMatchObject({ candidate: o.chosen, applied: true });
     expect(Array.from((await again.forward(...x) as Tensor).toTypedArray() as Float32Array))
       .toEqual(Array.from((await module.forward(...x) as Tensor).toTypedArray() as Float32Array));
     fs.rmSync(file);
@@ -78,11 +94,12 @@ describe.each(Object.entries(cases))('optimize %s', (name, c) => {
 
 describe('optimize options', () => {
   const c = cases.exported_bn;
-  it('with requireSaveable: false, an unsaveable optimize_for_inference result may be kept, and says so', async () => {
+  it('optimize_for_inference, which cannot be saved as it is, is eligible: its recipe makes it saveable', async () => {
     const m = await load(path.join(FIXTURES, 'transform', c.file));
-    const { report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 3, warmup: 1, requireSaveable: false } });
+    const { report } = await m.fuse({ optimize: { inputs: c.input_shapes, iterations: 3, warmup: 1 } });
     const ofi = report.optimize!.candidates.find((k) => k.name === 'frozen+optimized')!;
-    expect(ofi.eligible).toBe(true);
+    expect(c.attempts.every((a) => a.save_reload.ok), 'PyTorch could not save it').toBe(false);
+    expect(ofi).toMatchObject({ eligible: true, saveable: true, runTimeSteps: ['optimize_for_inference'] });
     expect(ofi.latency).toBeDefined();
   });
   it('needs sample inputs, eval mode and a real options object', async () => {
