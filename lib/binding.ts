@@ -88,7 +88,7 @@ export interface NativeBinding {
   getNumThreads(): number;
   setComputeThreads(n: number): void;
   getComputeThreads(): number;
-  fusers(): { llga: string };
+  fusers(): { llga: string; nnc: string };
   cudaIsAvailable(): boolean;
   /** Throws ERR_DEVICE_UNAVAILABLE, with the reason, when the device named is not present. */
   checkDevice(device: string): void;

@@ -111,5 +111,7 @@ async function build<M extends Runnable>(fused: NativeModule, onCpu: boolean, wr
     if (llgaMissing) add(name, null, { reason: `oneDNN Graph fusion is not available: ${llgaMissing}` });
     else await withSteps(name, base, cl, { ...NO_RUN_TIME, llga: true });
   }
-  await withSteps('frozen+nnc', frozen, false, { ...NO_RUN_TIME, nnc: true });
+  const nncMissing = native().fusers().nnc;
+  if (nncMissing) add('frozen+nnc', null, { reason: `NNC fusion is not available: ${nncMissing}` });
+  else await withSteps('frozen+nnc', frozen, false, { ...NO_RUN_TIME, nnc: true });
 }

@@ -855,8 +855,16 @@ async function main(cfg) {
     const loadMs = performance.now() - t0;
     metrics.loadSeconds.set(loadMs / 1000);
     log('info', 'model loaded', { model: cfg.model, methods: loaded.methods, loadMs: Math.round(loadMs * 1000) / 1000, threads: getNumThreads() });
+    // A file saved by `torchfold optimize --optimize` holds a recipe: load() has redone its
+    // run-time steps (e.g. oneDNN Graph fusion) and checked them; fusing again would drop them.
+    if (loaded.recipe) {
+      log(loaded.recipe.applied ? 'info' : 'warn', 'recipe', { ...loaded.recipe, applyMs: Math.round(loaded.recipe.applyMs) });
+    }
 
-    if (cfg.fuse) {
+    if (cfg.fuse && loaded.recipe) {
+      model = loaded;
+      log('info', 'fuse skipped: the file was optimized by torchfold (its recipe was re-applied at load)');
+    } else if (cfg.fuse) {
       try {
         const fused = await loaded.fuse({
           validate: { inputs: [cfg.shape], atol: cfg.atol, rtol: cfg.rtol, onFailure: cfg.onFailure },

@@ -86,10 +86,11 @@ Napi::Value GetComputeThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), core::compute_threads());
 }
 
-// fusers() -> { llga: '' when available, else why not }
+// fusers() -> { llga, nnc: '' when available, else why not }
 Napi::Value Fusers(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("llga", core::llga_unavailable_reason());
+  o.Set("nnc", core::nnc_unavailable_reason());
   return o;
 }
 

@@ -1,7 +1,12 @@
 #include "jit_switches.h"
 
 #include <ATen/Config.h>
+#if __has_include(<torch/csrc/jit/codegen/fuser/interface.h>)
 #include <torch/csrc/jit/codegen/fuser/interface.h>
+#define TORCHFOLD_HAS_NNC_SWITCH 1
+#else
+#define TORCHFOLD_HAS_NNC_SWITCH 0  // Debian's 1.13 does not ship the header
+#endif
 #include <torch/csrc/jit/passes/pass_manager.h>
 #include <torch/csrc/jit/passes/tensorexpr_fuser.h>
 
@@ -58,21 +63,25 @@ class Enabled {
 #if TORCHFOLD_HAS_LLGA
     if (s_.llga) pass_ = torch::jit::registerPrePass(torch::jit::fuser::onednn::fuseGraph);
 #endif
+#if TORCHFOLD_HAS_NNC_SWITCH
     if (s_.nnc) {
       cpu_fusion_was_ = torch::jit::canFuseOnCPU();
       texpr_was_ = torch::jit::tensorExprFuserEnabled();
       torch::jit::overrideCanFuseOnCPU(true);
       torch::jit::setTensorExprFuserEnabled(true);
     }
+#endif
   }
   ~Enabled() {
 #if TORCHFOLD_HAS_LLGA
     if (s_.llga) torch::jit::clearPrePass(pass_);
 #endif
+#if TORCHFOLD_HAS_NNC_SWITCH
     if (s_.nnc) {
       torch::jit::overrideCanFuseOnCPU(cpu_fusion_was_);
       torch::jit::setTensorExprFuserEnabled(texpr_was_);
     }
+#endif
   }
   Enabled(const Enabled&) = delete;
   Enabled& operator=(const Enabled&) = delete;
@@ -102,10 +111,22 @@ std::string llga_unavailable_reason() {
 #endif
 }
 
+std::string nnc_unavailable_reason() {
+#if TORCHFOLD_HAS_NNC_SWITCH
+  return "";
+#else
+  return "this libtorch (" + libtorch_version() + ") has no switch for NNC fusion on the CPU in its headers";
+#endif
+}
+
 void set_jit_switches(const torch::jit::Module& module, JitSwitches switches) {
   if (switches.llga) {
     const std::string why = llga_unavailable_reason();
     if (!why.empty()) throw Error(ErrorCode::Unsupported, "oneDNN Graph fusion is not available: " + why);
+  }
+  if (switches.nnc) {
+    const std::string why = nnc_unavailable_reason();
+    if (!why.empty()) throw Error(ErrorCode::Unsupported, "NNC fusion is not available: " + why);
   }
   Table& t = table();
   std::lock_guard<std::mutex> lock(t.mutex);

@@ -33,6 +33,7 @@ struct JitSwitches {
 
 // Whether this libtorch has the fuser; why not otherwise ("" when it has).
 std::string llga_unavailable_reason();
+std::string nnc_unavailable_reason();
 
 // ERR_UNSUPPORTED when a switch is not available in this libtorch.
 void set_jit_switches(const torch::jit::Module& module, JitSwitches switches);
