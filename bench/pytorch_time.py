@@ -11,17 +11,20 @@ Variants, each built from its own torch.jit.load of the same file:
   frozen+llga   torch.jit.freeze(module.eval()) run with torch.jit.enable_onednn_fusion(True)
                 (oneDNN Graph, the LLGA fuser; PyTorch 2.x only)
   frozen+ofi    torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
-Timing: torch.set_num_threads(threads), torch.no_grad(), the main thread; every variant once per
-round, interleaved, the first of each round rotating, after `warmup` rounds (at least 3: the
-profiling executor specializes and fuses during the first calls).
+Timing: torch.set_num_threads(threads), torch.no_grad(), the main thread. One variant at a time,
+alone: it is loaded and built, warmed up (`warmup` calls, at least 3: the profiling executor
+specializes and fuses during the first calls), checked against the reference, timed over
+`iterations` calls, then released before the next is loaded. This is PyTorch's own latency on
+the file, with no other model in the process: interleaved with frozen+ofi, the loaded module
+measured up to 1.4× slower here (MobileNetV2, batch 1, 2 threads).
 
 The LLGA switch is process-global in libtorch and read when the profiling executor optimizes a
-graph. It is set only around frozen+llga's calls, so the other variants' graphs are optimized
-(during their own warm-up calls) with it off, as in a process that never turned it on.
+graph: it is on only during frozen+llga's turn.
 
 Prints one JSON line: {torch, threads, interop_threads, batch, rows: [{variant, samples (ms),
 max_abs_error, transform_ms} | {variant, error}]}.
 """
+import gc
 import json
 import sys
 import time
@@ -48,33 +51,43 @@ def first_tensor(out):
 class Variant:
     def __init__(self, name, module, transform_ms, llga=False):
         self.name, self.module, self.transform_ms, self.llga = name, module, transform_ms, llga
-        self.samples = []
-
-    def __call__(self, x):
-        if not self.llga:
-            return self.module(x)
-        torch.jit.enable_onednn_fusion(True)
-        try:
-            return self.module(x)
-        finally:
-            torch.jit.enable_onednn_fusion(False)
 
 
 def build(name, path):
-    t0 = time.perf_counter()
+    """The variant, built from its own torch.jit.load; transform_ms: the freeze (and
+    optimize_for_inference) after loading. LLGA fuses later, during the first calls."""
+    if name not in ("loaded", "frozen+llga", "frozen+ofi"):
+        raise ValueError(f"unknown variant {name}")
+    if name == "frozen+llga" and (not hasattr(torch.jit, "enable_onednn_fusion") or torch.__version__.startswith("1.")):
+        raise RuntimeError(f"oneDNN Graph fusion is benched on PyTorch 2.x only (this is {torch.__version__})")
     m = torch.jit.load(path)
-    load_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     if name == "loaded":
         return Variant(name, m, 0.0)
+    frozen = torch.jit.freeze(m.eval())
     if name == "frozen+llga":
-        if not hasattr(torch.jit, "enable_onednn_fusion") or torch.__version__.startswith("1."):
-            raise RuntimeError(f"oneDNN Graph fusion is benched on PyTorch 2.x only (this is {torch.__version__})")
-        return Variant(name, torch.jit.freeze(m.eval()), (time.perf_counter() - t0) * 1e3, llga=True)
-    if name == "frozen+ofi":
-        return Variant(name, torch.jit.optimize_for_inference(torch.jit.freeze(m.eval())),
-                       (time.perf_counter() - t0) * 1e3)
-    raise ValueError(f"unknown variant {name} (load took {load_ms:.0f} ms)")
+        return Variant(name, frozen, (time.perf_counter() - t0) * 1e3, llga=True)
+    return Variant(name, torch.jit.optimize_for_inference(frozen), (time.perf_counter() - t0) * 1e3)
+
+
+def time_alone(v, x, ref, job, llga_switch):
+    """Warm-up, the error against the float64 reference, then `iterations` timed calls; the
+    LLGA switch on for the whole turn of a variant that wants it, and off again after."""
+    if v.llga:
+        llga_switch(True)
+    try:
+        for _ in range(max(3, job["warmup"])):
+            v.module(x)
+        err = (first_tensor(v.module(x)).double() - ref).abs().max().item()
+        samples = []
+        for _ in range(job["iterations"]):
+            t0 = time.perf_counter()
+            v.module(x)
+            samples.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        if v.llga:
+            llga_switch(False)
+    return {"variant": v.name, "samples": samples, "max_abs_error": err, "transform_ms": v.transform_ms}
 
 
 def main(job_path):
@@ -89,34 +102,17 @@ def main(job_path):
     batch = job["batch"]
     x = read_rows(job["input"], "<f4", batch)
     ref = read_rows(job["reference"], "<f8", batch)
-    rows, variants = [], []
-    if hasattr(torch.jit, "enable_onednn_fusion"):
-        torch.jit.enable_onednn_fusion(False)
+    rows = []
+    llga_switch = getattr(torch.jit, "enable_onednn_fusion", None)
+    if llga_switch:
+        llga_switch(False)
     with torch.no_grad():
         for name in job["variants"]:
             try:
-                variants.append(build(name, job["file"]))
+                rows.append(time_alone(build(name, job["file"]), x, ref, job, llga_switch))
             except Exception as e:  # noqa: BLE001 - reported as the row's error
                 rows.append({"variant": name, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]})
-        warmup = max(3, job["warmup"])
-        # Warm-up variant by variant (not interleaved), so each graph is optimized with the
-        # LLGA switch as that variant wants it; then the error against the float64 reference.
-        for v in variants:
-            for _ in range(warmup):
-                v(x)
-            v.max_abs_error = (first_tensor(v(x)).double() - ref).abs().max().item()
-        n = len(variants)
-        for i in range(job["iterations"]):
-            for k in range(n):
-                v = variants[(i + k) % n]
-                t0 = time.perf_counter()
-                v(x)
-                v.samples.append((time.perf_counter() - t0) * 1e3)
-    for v in variants:
-        rows.append({"variant": v.name, "samples": v.samples, "max_abs_error": v.max_abs_error,
-                     "transform_ms": v.transform_ms})
-    order = {name: i for i, name in enumerate(job["variants"])}
-    rows.sort(key=lambda r: order[r["variant"]])
+            gc.collect()
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "interop_threads": torch.get_num_interop_threads(), "batch": batch, "rows": rows}))
     return 0

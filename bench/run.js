@@ -22,8 +22,8 @@
  *   ort alone      the same session timed again right after, in rounds of its own (libtorch's
  *                  OpenMP threads spin after each call, which slows the next call in a round)
  * and, timed afterwards by PyTorch itself in its own process (bench/pytorch_time.py; the
- * same file, input and thread count, torch.no_grad(), main thread; PyTorch of the libtorch
- * the addon was built with where this machine has it):
+ * same file, input and thread count, torch.no_grad(), main thread, each variant alone;
+ * PyTorch of the libtorch the addon was built with where this machine has it):
  *   pytorch              the file as loaded
  *   pytorch frozen+llga  freeze + torch.jit.enable_onednn_fusion(True) (PyTorch 2.x)
  *   pytorch frozen+ofi   freeze + torch.jit.optimize_for_inference
