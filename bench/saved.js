@@ -39,7 +39,7 @@ const o = {
 };
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
 
-function readTensor(ref, rows) {
+function readTensor(ref, rows = ref.shape[0]) {
   const buf = fs.readFileSync(path.join(MODELS, ref.file));
   const Ctor = { float32: Float32Array, float64: Float64Array }[ref.dtype];
   const all = new Ctor(buf.buffer, buf.byteOffset, buf.length / Ctor.BYTES_PER_ELEMENT);

@@ -17,6 +17,7 @@ export { load, readExtraFiles, verifyFile, ScriptModule } from './module';
 export type { IsolateOptions } from './isolate';
 export type { InspectOptions, LoadOptions, NamedModule, SaveOptions, TensorInfo } from './module';
 export type { HalfOptions } from './half';
+export type { RecipeReport } from './recipe';
 export { Tensor } from './tensor';
 export type { DType, TensorData, TensorFromOptions } from './tensor';
 export type { TorchValue } from './values';

@@ -1,6 +1,6 @@
 /**
  * ScriptModule: a loaded TorchScript module. Everything that touches tensors
- * (load, run, save, clone, to) runs on libuv's worker pool and returns a
+ * (load, run, save, clone, to) runs on torchfold's compute threads and returns a
  * promise; metadata reads are synchronous and cheap.
  *
  * dispose() makes the module unusable at once (ERR_DISPOSED) but frees the
@@ -210,7 +210,7 @@ export function nativeHandle(m: ScriptModule): NativeModule { return handleOf(m)
 
 /**
  * A loaded TorchScript module. Everything that touches tensors (running,
- * saving, copying, fusing) runs on libuv's worker pool and returns a promise;
+ * saving, copying, fusing) runs on torchfold's compute threads and returns a promise;
  * metadata reads are synchronous and cheap. Made by {@link load}, or by
  * `clone()`, `to()`, `fuse()` and `toHalf()` of another module, which never
  * change the module they are called on.

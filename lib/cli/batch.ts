@@ -45,11 +45,12 @@ export interface BatchOptions {
 /**
  * Peak memory of one job, estimated from the checkpoint's size: the loaded
  * module, the private copy fusing works on and the fused result (3×), plus
- * the frozen candidates with --optimize (5×), plus 64 MiB for activations
- * and the runtime. Measured peaks on ResNet-50 (100 MB) stay under these.
+ * the optimize candidates with --optimize (6×: frozen, optimize_for_inference's
+ * oneDNN weights and channels_last weights are copies; the other candidates
+ * share constants with them), plus 64 MiB for activations and the runtime.
  */
 export function estimateJobBytes(fileBytes: number, optimize: boolean): number {
-  return fileBytes * (optimize ? 5 : 3) + 64 * 2 ** 20;
+  return fileBytes * (optimize ? 6 : 3) + 64 * 2 ** 20;
 }
 
 /** What the machine can give: free memory, or the cgroup's limit when lower; 80% of it. */

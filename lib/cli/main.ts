@@ -90,7 +90,7 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .addOption(new Option('--bench <n>', 'time n interleaved runs before and after').argParser((v) => parseInteger(v, '--bench', 1)))
     .option('--dry-run', 'analyze and report only; write nothing')
     .addOption(new Option('-j, --jobs <n>', 'checkpoints optimized at once; a job starts only while the estimated memory of running jobs ' +
-      '(3x the checkpoint size, 5x with --optimize, +64 MiB each) fits in --max-memory').default(1).argParser((v) => parseInteger(v, '--jobs', 1, 64)))
+      '(3x the checkpoint size, 6x with --optimize, +64 MiB each) fits in --max-memory').default(1).argParser((v) => parseInteger(v, '--jobs', 1, 64)))
     .addOption(new Option('--max-memory <size>', 'memory budget for --jobs, e.g. 8G (default: 80% of free memory or the cgroup limit)')
       .argParser((v) => parseSize(v, '--max-memory')))
     .option('--shard <i/n>', 'take the i-th of n deterministic shares of the inputs (1 <= i <= n)')

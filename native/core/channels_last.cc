@@ -61,7 +61,8 @@ int convert_inputs(torch::jit::Graph& graph) {
     {
       torch::jit::WithInsertPoint in_then(then_block);
       JValue* format = graph.insertConstant(static_cast<int64_t>(at::MemoryFormat::ChannelsLast));
-      then_block->registerOutput(graph.insert(c10::aten::contiguous, {x}, {torch::jit::NamedValue("memory_format", format)}));
+      then_block->registerOutput(
+          graph.insert(c10::aten::contiguous, {x}, {torch::jit::NamedValue("memory_format", format)}));
     }
     else_block->registerOutput(x);
     x->replaceAllUsesAfterNodeWith(branch, out);
