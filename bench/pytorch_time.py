@@ -15,8 +15,7 @@ Timing: torch.set_num_threads(threads), torch.no_grad(), the main thread. One va
 alone: it is loaded and built, warmed up (`warmup` calls, at least 3: the profiling executor
 specializes and fuses during the first calls), checked against the reference, timed over
 `iterations` calls, then released before the next is loaded. This is PyTorch's own latency on
-the file, with no other model in the process: interleaved with frozen+ofi, the loaded module
-measured up to 1.4× slower here (MobileNetV2, batch 1, 2 threads).
+the file, with no other model in the process, as a PyTorch user would see it.
 
 The LLGA switch is process-global in libtorch and read when the profiling executor optimizes a
 graph: it is on only during frozen+llga's turn.
