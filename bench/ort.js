@@ -110,14 +110,14 @@ function ensureOnnx(modelsDir) {
 
 /**
  * CPU execution provider, `threads` intra-op threads, 1 inter-op thread, all graph
- * optimizations, sequential; and no spinning: by default onnxruntime's pool threads spin on
- * after each run, and in the bench's interleaved rounds the libtorch call that comes next
- * measured up to 2× slower for it (ResNet-18 and MobileNetV2 at batch 1, 2 threads on 2
- * cores), while onnxruntime alone was no slower without it.
+ * optimizations, sequential; and, unless `spin`, no spinning: by default onnxruntime's pool
+ * threads spin on after each run, and in the bench's interleaved rounds the libtorch call
+ * that came next measured 2× slower for it (ResNet-18 and MobileNetV2 at batch 1, 2 threads
+ * on 2 cores). Alone, onnxruntime may be a little faster with its default (spin: true).
  */
-function sessionOptions(threads) {
+function sessionOptions(threads, { spin = false } = {}) {
   return { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1,
-    graphOptimizationLevel: 'all', executionMode: 'sequential', extra: { session: { intra_op: { allow_spinning: '0' } } } };
+    graphOptimizationLevel: 'all', executionMode: 'sequential', ...(spin ? {} : { extra: { session: { intra_op: { allow_spinning: '0' } } } }) };
 }
 
 /**
@@ -125,9 +125,9 @@ function sessionOptions(threads) {
  * library's timeRounds: run() resolves to the output tensor (an ort.Tensor, data on the CPU).
  * onnxruntime-node's run() is a promise around a synchronous call on the main thread.
  */
-async function openRunner(ort, file, entry, data, shape, threads) {
+async function openRunner(ort, file, entry, data, shape, threads, options = {}) {
   const t0 = performance.now();
-  const session = await ort.InferenceSession.create(file, sessionOptions(threads));
+  const session = await ort.InferenceSession.create(file, sessionOptions(threads, options));
   const createMs = performance.now() - t0;
   const feeds = { [entry.input_name]: new ort.Tensor('float32', data, shape) };
   const run = async () => (await session.run(feeds))[entry.output_name];

@@ -18,9 +18,10 @@
  *   lt.freeze+ofi  libtorch's freeze + torch::jit::optimize_for_inference
  *   ort            onnxruntime-node (bench/ort.js) on the model exported to ONNX by PyTorch 2.x,
  *                  CPU EP, the same intra-op thread count, 1 inter-op thread, all graph
- *                  optimizations, sequential, no spinning; same rounds and input as the rows above
- *   ort alone      the same session timed again right after, in rounds of its own (libtorch's
- *                  OpenMP threads spin after each call, which slows the next call in a round)
+ *                  optimizations, sequential, spinning off; same rounds and input as the rows above
+ *   ort alone      the same model timed right after in rounds of its own, with onnxruntime's
+ *                  default spinning (libtorch's OpenMP threads spin after each call, which
+ *                  slows the next call in a round; onnxruntime's spinning slows libtorch's)
  * and, timed afterwards by PyTorch itself in its own process (bench/pytorch_time.py; the
  * same file, input and thread count, torch.no_grad(), main thread, each variant alone;
  * PyTorch of the libtorch the addon was built with where this machine has it):
@@ -268,11 +269,19 @@ async function benchModel(name, form, batch, entry, o) {
   ok.forEach((v, i) => { v.samples = samples[i]; });
   const ortRow = ok.find((v) => v.runner);
   if (ortRow) {
-    // The same session in rounds of its own: in the shared rounds it always follows a libtorch
-    // call, whose OpenMP threads spin for a while after it returns and take a core from it.
-    const alone = await timeRounds([() => ortRow.runner.run()], [x], o.iterations, o.warmup);
-    variants.push({ name: 'ort alone', detail: `${ortRow.detail}, timed alone in this process after the rounds`, unpaired: true,
-      samples: alone[0], maxAbsError: ortRow.maxAbsError, transformMs: null });
+    // The same model in rounds of its own, with onnxruntime's defaults (spinning on): in the
+    // shared rounds it always follows a libtorch call, whose OpenMP threads spin for a while
+    // after it returns and take a core from it; and there its own spinning is off (ort.js).
+    const e = o.ortCtx.manifest.models[name];
+    const solo = await build('ort alone', async () => ({
+      runner: await ortBench.openRunner(o.ortCtx.ort, path.join(o.ortCtx.dir, e.file), e, inputData.data, inputData.shape, tf.getNumThreads(), { spin: true }) }));
+    if (solo.error) variants.push({ ...solo, unpaired: true });
+    else {
+      const alone = await timeRounds([() => solo.runner.run()], [x], o.iterations, o.warmup);
+      variants.push({ name: 'ort alone', detail: `${ortRow.detail}, spinning on, alone in its own rounds after the others`, unpaired: true,
+        samples: alone[0], maxAbsError: ortBench.maxAbs((await solo.runner.run()).data, ref.data), transformMs: solo.transformMs });
+      await solo.runner.dispose();
+    }
   }
   // Transform cost in fresh processes (batch-independent: measured once per model and form).
   for (const v of variants) {
@@ -450,7 +459,7 @@ async function main() {
     else {
       o.ortCtx = { ort: got.ort, version: got.version, dir: onnx.dir, manifest: onnx.manifest };
       peers.ort = { onnxruntimeNode: got.version, exportedBy: `PyTorch ${onnx.manifest.torch}`, opset: onnx.manifest.opset,
-        options: ortBench.sessionOptions(tf.getNumThreads()) };
+        options: ortBench.sessionOptions(tf.getNumThreads()), aloneOptions: ortBench.sessionOptions(tf.getNumThreads(), { spin: true }) };
     }
   }
   if (!o.pytorch) peers.pytorch = { skipped: '--no-pytorch' };
