@@ -5,7 +5,7 @@
  * ResNet-50 at batch 1 and 32, float32 and float16, on the GPU:
  *   loaded        the module as loaded onto the GPU
  *   tf.fold       fuse()
- *   tf.optimize*  fuse({ optimize }), in-process candidates allowed
+ *   tf.optimize   fuse({ optimize })
  *   half          the loaded module through toHalf() (float16 Linear/Conv, casts at the boundary)
  *   tf.fold+half  the folded module through toHalf()
  * Every call copies its output back to the CPU, which waits for the GPU: the
@@ -55,8 +55,8 @@ async function benchBatch(loaded, batch, o) {
     }
   };
   await add('tf.fold', async () => ({ module: (await loaded.fuse()).module }));
-  await add('tf.optimize*', async () => {
-    const r = await loaded.fuse({ optimize: { inputs: [x], requireSaveable: false, iterations: 10 } });
+  await add('tf.optimize', async () => {
+    const r = await loaded.fuse({ optimize: { inputs: [x], iterations: 10 } });
     return { module: r.module, detail: r.report.optimize?.chosen };
   });
   await add('half', async () => ({ module: (await loaded.toHalf({ dtype: 'float16' })).module }));

@@ -5,12 +5,12 @@
 const r = require(process.argv[2]);
 const f = (v, d = 2) => (v == null ? '—' : v.toFixed(d));
 const ms = (v) => (v == null ? '—' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
-console.log('| model | batch | loaded ms | tf.fold | lt.FoldConvBN | lt.freeze | tf.optimize (kept) | tf.optimize* (kept) | lt.freeze+ofi |');
+console.log('| model | batch | loaded ms | tf.fold | lt.FoldConvBN | lt.freeze | tf.optimize (kept) | tf.optimize saved (kept) | lt.freeze+ofi |');
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const x of r.results) {
   if (x.form !== 'traced') continue;
   const row = (v) => x.rows.find((y) => y.variant === v);
-  const o = row('tf.optimize'), oa = row('tf.optimize*');
+  const o = row('tf.optimize'), oa = row('tf.optimize saved');
   console.log(`| ${x.model} | ${x.batch} | ${ms(row('loaded').medianMs)} | ${f(row('tf.fold').ratio)} | ${f(row('lt.FoldConvBN').ratio)} | ${f(row('lt.freeze').ratio)} | ${f(o.ratio)} (${o.detail}) | ${f(oa.ratio)} (${oa.detail}) | ${f(row('lt.freeze+ofi').ratio)} |`);
 }
 console.log('\n| model (traced) | tf.fold ms | peak extra | lt.FoldConvBN ms | peak extra | lt.freeze ms | peak extra |');
@@ -25,12 +25,12 @@ for (const x of r.results) {
 }
 const peers = r.results.filter((x) => x.rows.some((y) => y.variant === 'ort' || y.variant === 'pytorch'));
 if (peers.length) {
-  console.log('\n| model | batch | loaded ms | tf.optimize | tf.optimize* | ort (in rounds) | ort alone | pytorch (own process) | pytorch frozen+llga | pytorch frozen+ofi |');
+  console.log('\n| model | batch | loaded ms | tf.optimize | tf.optimize saved | ort (in rounds) | ort alone | pytorch (own process) | pytorch frozen+llga | pytorch frozen+ofi |');
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const x of peers) {
     if (x.form !== 'traced') continue;
     const m = (v) => ms(x.rows.find((y) => y.variant === v)?.medianMs);
-    console.log(`| ${x.model} | ${x.batch} | ${m('loaded')} | ${m('tf.optimize')} | ${m('tf.optimize*')} | ${m('ort')} | ${m('ort alone')} | ${m('pytorch')} | ${m('pytorch frozen+llga')} | ${m('pytorch frozen+ofi')} |`);
+    console.log(`| ${x.model} | ${x.batch} | ${m('loaded')} | ${m('tf.optimize')} | ${m('tf.optimize saved')} | ${m('ort')} | ${m('ort alone')} | ${m('pytorch')} | ${m('pytorch frozen+llga')} | ${m('pytorch frozen+ofi')} |`);
   }
 }
 const miss = r.targets.filter((t) => !t.pass);
