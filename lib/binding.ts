@@ -54,7 +54,7 @@ export interface NativeModule {
   portable(o: { freeze: boolean; channelsLast: boolean }): Promise<{ module: NativeModule; buildMs: number; channelsLastWeights: number; saveError?: string }>;
   applyRunTime(o: { optimizeForInference: boolean; llga: boolean; nnc: boolean }): Promise<{ module: NativeModule; buildMs: number }>;
   jitSwitches(): string;
-  benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number, ownThread?: boolean): Promise<number[]>;
+  benchTimeForward(inputs: NativeValue[], iterations: number, warmup: number): Promise<number[]>;
   benchToDtype(dtype: string): Promise<NativeModule>;
   describeGraph(options: { method: string; inlined: boolean; shapes: number[][];
     highlights: { conv: string; norm: string; folded: boolean }[] }): Promise<{ graph: import('./report').GraphReport; dot: string }>;

@@ -17,13 +17,12 @@ export async function peer(m: ScriptModule, kind: PeerKind): Promise<{ module: S
 }
 
 /**
- * forward timed in C++: `iterations` calls after `warmup`, milliseconds each.
- * `ownThread`: on a thread made for the loop rather than a compute thread.
+ * forward timed in C++ on a compute thread (no JS between calls): `iterations`
+ * calls after `warmup`, milliseconds each.
  */
-export function timeForwardNative(m: ScriptModule, inputs: unknown[], iterations: number, warmup: number,
-  ownThread = false): Promise<number[]> {
+export function timeForwardNative(m: ScriptModule, inputs: unknown[], iterations: number, warmup: number): Promise<number[]> {
   const args = inputs.map((v, i) => toNative(v, `inputs[${i}]`));
-  return withCallerStack(() => nativeHandle(m).benchTimeForward(args, iterations, warmup, ownThread));
+  return withCallerStack(() => nativeHandle(m).benchTimeForward(args, iterations, warmup));
 }
 
 /** A copy with floating-point parameters and buffers cast to `dtype`. */

@@ -194,13 +194,12 @@ Napi::Value ModuleWrap::BenchTimeForward(const Napi::CallbackInfo& info) {
   std::vector<core::Value> inputs = to_core_values(env, info[0].As<Napi::Array>());
   const int iterations = info[1].As<Napi::Number>().Int32Value();
   const int warmup = info[2].As<Napi::Number>().Int32Value();
-  const bool own_thread = info.Length() > 3 && info[3].ToBoolean().Value();
   core::ModulePtr m = module(env);
   ++in_flight_;
   return PromiseWorker<std::vector<double>>::Start(
       Value(),
-      [m, inputs = std::move(inputs), iterations, warmup, own_thread]() {
-        return core::time_forward(*m, inputs, iterations, warmup, own_thread);
+      [m, inputs = std::move(inputs), iterations, warmup]() {
+        return core::time_forward(*m, inputs, iterations, warmup);
       },
       [](Napi::Env e, std::vector<double>& ms) -> Napi::Value {
         return to_js_array(e, ms, [&](double v) { return Napi::Number::New(e, v); });

@@ -3,8 +3,6 @@
 #include <torch/csrc/jit/passes/fold_conv_bn.h>
 
 #include <chrono>
-#include <exception>
-#include <thread>
 
 #include "error.h"
 #include "optimize.h"
@@ -47,20 +45,7 @@ PeerResult peer_transform(const torch::jit::Module& module, const std::string& k
 }
 
 std::vector<double> time_forward(const torch::jit::Module& module, const std::vector<Value>& inputs, int iterations,
-                                 int warmup, bool own_thread) {
-  if (own_thread) {
-    std::vector<double> out;
-    std::exception_ptr failure;
-    std::thread([&] {
-      try {
-        out = time_forward(module, inputs, iterations, warmup, false);
-      } catch (...) {
-        failure = std::current_exception();
-      }
-    }).join();
-    if (failure) std::rethrow_exception(failure);
-    return out;
-  }
+                                 int warmup) {
   apply_thread_settings();
   for (int i = 0; i < warmup; ++i) run_method(module, "forward", inputs);
   std::vector<double> out;

@@ -26,11 +26,9 @@ struct PeerResult {
 PeerResult peer_transform(const torch::jit::Module& module, const std::string& kind);
 
 // Calls forward `warmup` times, then `iterations` times, timing each call
-// with a steady clock; milliseconds per call. With `own_thread` the loop runs
-// on a new thread made for it (its own OpenMP team), the reference a Node
-// forward is compared with: libtorch called from plain C++, no scheduling.
+// with a steady clock; milliseconds per call.
 std::vector<double> time_forward(const torch::jit::Module& module, const std::vector<Value>& inputs, int iterations,
-                                 int warmup, bool own_thread = false);
+                                 int warmup);
 
 // A deep copy with every floating-point parameter and buffer cast to `dtype`
 // ("float64" for a reference copy).
