@@ -88,10 +88,12 @@ export interface BenchmarkOptions {
 
 /**
  * `fuse({ optimize })`: tries the input module, the fused module, frozen,
- * frozen + optimize_for_inference and (on the CPU) frozen + oneDNN; validates
- * each against the input module, checks that it keeps every method and
- * survives a save/load round trip, times them interleaved and keeps the
- * fastest eligible one. See {@link OptimizeReport}.
+ * frozen + optimize_for_inference and, on the CPU, frozen + oneDNN
+ * convolutions, channels_last, oneDNN Graph fusion (libtorch 2.x), both, and
+ * NNC fusion; validates each against the input module, checks that it keeps
+ * every method and can be saved (as itself, or as its portable form plus a
+ * recipe), times them interleaved and keeps the fastest eligible one. See
+ * {@link OptimizeReport}.
  */
 export interface OptimizeOptions {
   /**
@@ -132,9 +134,10 @@ export interface OptimizeOptions {
    */
   seed?: number;
   /**
-   * Keep only candidates that survive a save/load round trip. `false` lets an
-   * in-process service keep a faster module that cannot be saved (in libtorch
-   * 1.13, `frozen+optimized` on the CPU).
+   * Keep only candidates that can be saved and loaded back: as themselves, or
+   * as their portable form plus a recipe that {@link load} re-applies (how
+   * `frozen+optimized` and the fuser candidates save). `false` also allows a
+   * candidate whose portable form fails the round trip, for in-process use.
    *
    * @defaultValue `true`
    */
