@@ -259,7 +259,9 @@ async function processOne(input: Input, b: BatchOptions): Promise<InputResult> {
     }
     if (b.signal.aborted) throw new Interrupted();
     t = performance.now();
-    module = await load(input.file, { device: b.options.device, ...b.load });
+    // recipe: false: the file's own (portable) module is what gets optimized; a recipe's run-time steps
+    // (e.g. optimize_for_inference's unsaveable constants) would not survive fusing and saving again.
+    module = await load(input.file, { device: b.options.device, ...b.load, recipe: false });
     r.timings.load = performance.now() - t;
     if (b.signal.aborted) throw new Interrupted();
     t = performance.now();
