@@ -3,6 +3,7 @@
 // oneDNN Graph fusion); load() redoes them, checks the result against the
 // portable form on the stored sample, and keeps it only if it matches. PyTorch
 // loads the same file as the portable form. Runs on both libtorch builds.
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
@@ -10,7 +11,7 @@ import { load, readExtraFiles, ScriptModule, versions } from '../lib';
 import { nativeHandle, withRecipe } from '../lib/module';
 import { native } from '../lib/binding';
 import { RECIPE_FILE, RecipeSpec } from '../lib/recipe';
-import { checkInPyTorch, expectMatches, generation, inputsOf, model, tmpDir } from './helpers/fixtures';
+import { checkInPyTorch, expectMatches, generation, inputsOf, model, ROOT, tmpDir } from './helpers/fixtures';
 
 const out = tmpDir('recipe');
 const gen = generation(versions.libtorch);
@@ -62,6 +63,13 @@ describe('recipes', () => {
     const again = path.join(out, 'ofi-again.pt');
     await back.save(again);
     expect(JSON.parse((await readExtraFiles(again, [RECIPE_FILE]))[RECIPE_FILE])).toEqual(stored);
+    // The CLI optimizes the file's own portable module (optimize_for_inference's constants could not be saved again).
+    const cliOut = path.join(out, 'ofi-cli.pt');
+    const cli = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), 'optimize', file, '-o', cliOut], { encoding: 'utf8' });
+    expect(cli.status, cli.stderr).toBe(0);
+    const reOptimized = await load(cliOut);
+    expectMatches(await reOptimized.forward(...inputsOf(c)), c.output, 1e-3);
+    await reOptimized.dispose();
     for (const m of [made, back, plain]) await m.dispose();
     expect(portable.disposed).toBe(true);
   }, 120_000);

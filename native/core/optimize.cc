@@ -235,7 +235,8 @@ torch::jit::Module freeze_for_inference(const torch::jit::Module& module, bool o
 
 Variant inference_variant(const torch::jit::Module& module, bool optimize_for_inference) {
   apply_thread_settings();
-  if (is_training(module)) {
+  // A frozen module has no `training` attribute (libtorch then says training): it can be frozen again.
+  if (module.hasattr("training") && is_training(module)) {
     throw Error(ErrorCode::InvalidArg, "optimize needs the module in eval mode: call module.eval() first "
                                        "(freezing bakes the current mode into the graph)");
   }

@@ -20,7 +20,8 @@ RecipeResult portable_form(const torch::jit::Module& module, const Recipe& recip
   const auto t0 = std::chrono::steady_clock::now();
   RecipeResult r;
   if (recipe.freeze) {
-    if (is_training(module)) {
+    // A frozen module has no `training` attribute (libtorch then says training): it can be frozen again.
+    if (module.hasattr("training") && is_training(module)) {
       throw Error(ErrorCode::InvalidArg, "optimize needs the module in eval mode: call module.eval() first "
                                          "(freezing bakes the current mode into the graph)");
     }
