@@ -3,6 +3,7 @@
 script must not pay). fixture_io.py holds the helpers that need torch.
 """
 import hashlib
+import json
 import importlib.metadata
 import importlib.util
 import os
@@ -62,3 +63,12 @@ def drop_manifest(outdir):
     if os.path.exists(path):
         os.remove(path)
     return path
+
+
+def write_json_atomic(path, obj):
+    """Write JSON via a temp file + os.replace so readers never see half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+import fixture_common  # noqa: E402  (torch-free helpers, next to this script)
 import numpy as np
 import torch
 import torch.nn as nn
@@ -178,13 +179,7 @@ def randomize_bn(module):
     return module
 
 
-def write_json_atomic(path, obj):
-    """Write JSON via a temp file + os.replace so readers never see half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+write_json_atomic = fixture_common.write_json_atomic  # one copy, torch-free (scripts/fixture_common.py)
 
 
 def torchvision_version():

@@ -46,14 +46,6 @@ def read_json(path):
         return None
 
 
-def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def package_version(name):
     try:
         return importlib.metadata.version(name)
@@ -178,7 +170,7 @@ def main(argv):
     for stale in set(os.listdir(outdir)) - set(written):
         if stale.endswith(".onnx"):
             os.remove(os.path.join(outdir, stale))
-    write_json_atomic(manifest_path, {
+    fixture_common.write_json_atomic(manifest_path, {
         "version": version,
         "generator": f"scripts/{SCRIPT}",
         "torch": torch.__version__,
