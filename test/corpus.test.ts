@@ -37,6 +37,28 @@ const manifest = (): Manifest => JSON.parse(fs.readFileSync(path.join(DIR, 'corp
 describe('bad-file corpus (seed 1)', () => {
   let results: Map<string, Outcome>;
   let crashes: Crash[];
+  // Files that crash libtorch every time they are opened alone, found once and shared.
+  let steadyFound: Promise<Crash[]> | undefined;
+  const steadyCrashes = (): Promise<Crash[]> => (steadyFound ??= (async () => {
+    // With libtorch 1.13 this corpus holds code edits that crash its class-constant parser
+    // (a misspelled class attribute): those must be here, or the isolation goes untested.
+    // Some crashes are not repeatable (libtorch damages its heap on one file and dies on a
+    // later one, or crashes on a file only now and then), so only files that crash every
+    // time on their own are opened here, where a load that got through would crash this test.
+    // Which files crash in the corpus run depends on the heap the earlier files left, so on
+    // 1.13 the candidates are the crashes of this run and of two more.
+    const candidates = new Map(crashes.map((c) => [c.file, c]));
+    if (versions.libtorch.startsWith('1.13')) {
+      for (let i = 0; i < 2; i++) for (const c of (await corpus.tryFiles(files)).crashes) if (!candidates.has(c.file)) candidates.set(c.file, c);
+    }
+    const steady: Crash[] = [];
+    for (const c of candidates.values()) {
+      let n = 0;
+      for (let i = 0; i < 3; i++) n += (await corpus.tryFiles([c.file])).crashes.length;
+      if (n === 3) steady.push(c);
+    }
+    return steady;
+  })());
   const files = corpus.corpusFiles(DIR);
 
   beforeAll(async () => {
@@ -114,23 +136,7 @@ describe('bad-file corpus (seed 1)', () => {
   });
 
   it('a file that crashes libtorch is refused with ERR_FILE_CORRUPT under { isolate: true }, and this process lives', async () => {
-    // With libtorch 1.13 this corpus holds code edits that crash its class-constant parser
-    // (a misspelled class attribute): those must be here, or the isolation goes untested.
-    // Some crashes are not repeatable (libtorch damages its heap on one file and dies on a
-    // later one, or crashes on a file only now and then), so only files that crash every
-    // time on their own are opened here, where a load that got through would crash this test.
-    // Which files crash in the corpus run depends on the heap the earlier files left, so on
-    // 1.13 the candidates are the crashes of this run and of two more.
-    const candidates = new Map(crashes.map((c) => [c.file, c]));
-    if (versions.libtorch.startsWith('1.13')) {
-      for (let i = 0; i < 2; i++) for (const c of (await corpus.tryFiles(files)).crashes) if (!candidates.has(c.file)) candidates.set(c.file, c);
-    }
-    const steady: Crash[] = [];
-    for (const c of candidates.values()) {
-      let n = 0;
-      for (let i = 0; i < 3; i++) n += (await corpus.tryFiles([c.file])).crashes.length;
-      if (n === 3) steady.push(c);
-    }
+    const steady = await steadyCrashes();
     if (versions.libtorch.startsWith('1.13')) expect(steady.length).toBeGreaterThan(0);
     for (const c of steady) {
       const e = await load(c.file, { isolate: true }).then(() => undefined, (err: unknown) => err);
@@ -144,10 +150,13 @@ describe('bad-file corpus (seed 1)', () => {
     ok.dispose();
   });
 
-  it('CLI optimize --verify --isolate fails each damaged input with its code, survives a crashing one, finishes the good one', () => {
+  it('CLI optimize --verify --isolate fails each damaged input with its code, survives a crashing one, finishes the good one', async () => {
+    const steady = await steadyCrashes();
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'torchfold-cli-safety-'));
     const flipped = Object.entries(manifest().mutants).find(([, d]) => d.kind === 'weights')![0];
-    const inputs = [path.join(DIR, 'mutants', flipped), model('convbn_scripted').path, ...crashes.slice(0, 1).map((c) => c.file)];
+    // Only a file that crashed every time alone: one that crashed once in the corpus run may
+    // load cleanly in the CLI's child and fail with another code (seen on 1.13: ERR_UNSUPPORTED).
+    const inputs = [path.join(DIR, 'mutants', flipped), model('convbn_scripted').path, ...steady.slice(0, 1).map((c) => c.file)];
     const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), 'optimize', ...inputs, '--verify', '--isolate',
       '--out-dir', out, '--json', '-q'], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
     expect(r.status, r.stderr).toBe(1);
@@ -155,7 +164,8 @@ describe('bad-file corpus (seed 1)', () => {
     const byName = new Map(report.results.map((x) => [path.basename(x.input), x]));
     expect(byName.get(flipped)?.error?.code).toBe('ERR_FILE_CORRUPT');
     expect(byName.get('convbn_scripted.pt')?.status).toBe('done');
-    for (const c of crashes.slice(0, 1)) expect(byName.get(path.basename(c.file))?.error?.code).toBe('ERR_FILE_CORRUPT');
+    if (versions.libtorch.startsWith('1.13')) expect(steady.length).toBeGreaterThan(0);
+    for (const c of steady.slice(0, 1)) expect(byName.get(path.basename(c.file))?.error?.code).toBe('ERR_FILE_CORRUPT');
     expect(fs.readdirSync(out)).toEqual(['convbn_scripted.pt']);
     fs.rmSync(out, { recursive: true, force: true });
   });
