@@ -3,6 +3,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include <map>
 #include <set>
 
 namespace torchfold::core {
@@ -13,18 +14,23 @@ using torch::jit::Graph;
 
 c10::TypePtr optional_tensor() { return c10::OptionalType::create(c10::TensorType::get()); }
 
-// Sets a tensor attribute, keeping the old value's requires_grad. An
-// attribute just added to the class has no slot in this object yet: reading
-// it would run past the object's slots, so it counts as None.
-void set_tensor(torch::jit::Module& owner, const std::string& name, at::Tensor value) {
+// Sets a tensor attribute, keeping the old value's requires_grad (or, for an
+// attribute just added, that of `like`). An attribute just added to the class
+// has no slot in this object yet: reading it would run past the object's
+// slots, so it counts as None.
+void set_tensor(torch::jit::Module& owner, const std::string& name, at::Tensor value, const std::string& like) {
   auto obj = owner._ivalue();
   const size_t slot = obj->type()->getAttributeSlot(name);
   if (slot < obj->slots().size()) {
     const c10::IValue& old = obj->getSlot(slot);
-    if (old.isTensor() && old.toTensor().defined()) value.set_requires_grad(old.toTensor().requires_grad());
-  } else {
-    value.set_requires_grad(owner.attr("weight").isTensor() && owner.attr("weight").toTensor().requires_grad());
+    if (old.isTensor() && old.toTensor().defined()) {
+      value.set_requires_grad(old.toTensor().requires_grad());
+      obj->setSlot(slot, value);
+      return;
+    }
   }
+  const c10::IValue model = owner.hasattr(like) ? owner.attr(like) : c10::IValue();
+  value.set_requires_grad(model.isTensor() && model.toTensor().requires_grad());
   obj->setSlot(slot, value);
 }
 
@@ -68,29 +74,59 @@ void allow_tensor_bias(torch::jit::Module& root, torch::jit::Module& owner, cons
   }
 }
 
+// The attribute a bias-less operator's new bias goes in. Modules keep "bias"
+// (nn.Conv2d(bias=False) declares it None); a weight under another name (a
+// functional conv on the module's own parameters) gets "<weight>_bias", and a
+// name some other attribute already holds is never reused. One name per
+// (class, weight): instances of a class share the graph that reads it.
+std::string new_bias_name(const torch::jit::Module& owner, const std::string& weight,
+                          std::map<std::pair<const c10::ClassType*, std::string>, std::string>& chosen) {
+  const auto key = std::make_pair(owner.type().get(), weight);
+  if (auto it = chosen.find(key); it != chosen.end()) return it->second;
+  auto type = owner.type();
+  std::string name = weight == "weight" ? "bias" : weight + "_bias";
+  const bool usable = weight == "weight" &&
+                      (!type->hasAttribute(name) || type->getAttribute(name)->kind() == c10::TypeKind::NoneType ||
+                       owner.attr(name).isNone());
+  if (!usable) {
+    const std::string base = weight + "_bias";
+    name = base;
+    for (int i = 1; type->hasAttribute(name) || type->hasConstant(name); ++i) name = base + "_" + std::to_string(i);
+  }
+  chosen[key] = name;
+  return name;
+}
+
 // A conv whose graph passes a constant None as bias: read the new attribute
 // from the module the weight is read from, right before the op.
-void read_bias_in_graph(const LinearOp& op) {
+void read_bias_in_graph(const LinearOp& op, const std::string& name) {
   Node* weight_read = op.weight_chain.back().value->node();
   Graph* graph = op.node->owningGraph();
   torch::jit::WithInsertPoint guard(op.node);
-  JValue* bias = graph->insertGetAttr(weight_read->input(0), "bias");
+  JValue* bias = graph->insertGetAttr(weight_read->input(0), name);
   op.node->replaceInput(2, bias);
 }
 
-void set_folded_params(torch::jit::Module& root, Pair& p, std::set<const Node*>& bias_rewired) {
+struct BiasNames {
+  std::set<const Node*> rewired;
+  std::map<std::pair<const c10::ClassType*, std::string>, std::string> chosen;
+};
+
+void set_folded_params(torch::jit::Module& root, Pair& p, BiasNames& names) {
   torch::jit::Module owner = p.op.weight->owner;
-  set_tensor(owner, p.op.weight->name, p.folded->weight);
+  const std::string& weight = p.op.weight->name;
+  set_tensor(owner, weight, p.folded->weight, weight);
   if (p.op.bias) {
     torch::jit::Module bias_owner = p.op.bias->owner;
     allow_tensor_bias(root, bias_owner, p.op.bias->name);
-    set_tensor(bias_owner, p.op.bias->name, p.folded->bias);
+    set_tensor(bias_owner, p.op.bias->name, p.folded->bias, weight);
     return;
   }
   // bias_constant_none: analysis guaranteed the weight is read in the op's graph.
-  allow_tensor_bias(root, owner, "bias");
-  set_tensor(owner, "bias", p.folded->bias);
-  if (bias_rewired.insert(p.op.node).second) read_bias_in_graph(p.op);
+  const std::string name = new_bias_name(owner, weight, names.chosen);
+  allow_tensor_bias(root, owner, name);
+  set_tensor(owner, name, p.folded->bias, weight);
+  if (names.rewired.insert(p.op.node).second) read_bias_in_graph(p.op, name);
 }
 
 // The unit's input (x of CallMethod(module, x), of F.batch_norm, of
@@ -116,13 +152,14 @@ void fill_missing_slots(torch::jit::Module& root) {
 TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, ExactParams* exact) {
   TransformStats stats;
   std::set<std::string> weights_done;
-  std::set<const Node*> removed, bias_rewired;
+  std::set<const Node*> removed;
+  BiasNames bias_names;
   std::set<Graph*> touched;
   for (Pair& p : analysis.pairs) {
     if (!p.fold) continue;
     ++stats.folded;
     if (weights_done.insert(p.op.weight->key()).second) {
-      set_folded_params(module, p, bias_rewired);
+      set_folded_params(module, p, bias_names);
       if (exact) (*exact)[p.op.weight->key()] = {p.folded->weight_exact, p.folded->bias64};
       touched.insert(p.op.node->owningGraph());
     }
