@@ -43,6 +43,24 @@ export interface AbsorbReport {
   reason?: string;
 }
 
+/**
+ * A normalization that runs but follows no convolution/linear, so nothing can
+ * absorb it (e.g. DenseNet's norm1 after torch.cat). Together with
+ * {@link FuseReport.pairs} it accounts for every normalization that runs.
+ */
+export interface UnpairedReport {
+  /** The first root method it was found in. */
+  method: string;
+  /** Every root method that runs it. */
+  methods: string[];
+  /** Module path of the normalization (for a functional batch_norm: the owner of its statistics). */
+  norm: string;
+  /** 'BatchNorm2d', 'FrozenBatchNorm2d', or 'batch_norm' for a functional call. */
+  normKind: string;
+  /** What its input comes from, in words: "its input comes from aten::cat, not a convolution or linear in 'features.denseblock1.denselayer1' (forward)". */
+  reason: string;
+}
+
 /** One step of a fuse: which transform ran, in which round, how many pairs it changed and how long it took. */
 export interface StepReport {
   /** The transform: `'fold'`, `'tune'`, or `'constants'` (constant absorption). */
@@ -172,6 +190,8 @@ export interface FuseReport {
   pairs: PairReport[];
   /** Constant absorption (options.constants): one entry per arithmetic op with a constant after a conv/linear. */
   absorbed: AbsorbReport[];
+  /** Normalizations that run but are in no pair (nothing to fold them into), each with its reason. */
+  unpaired: UnpairedReport[];
   /** Each transform step in order (constants and BatchNorm passes repeat until nothing changes). */
   steps: StepReport[];
   /** Normalizations that run, counted on the module before and on the result after. */

@@ -78,6 +78,10 @@ describe.each(Object.entries(cases))('%s', (name, c) => {
       expect(report.folded).toBe(c.expect.foldable);
     }
     expect(report.batchNorms.after).toBe(c.expect.norms - report.folded);
+    // Every normalization that runs is accounted for: in a pair, or unpaired with a reason.
+    const paired = new Set(report.pairs.map((p) => `${p.norm}|${p.normKind}`));
+    expect(paired.size + report.unpaired.length, report.unpaired.map((u) => `${u.norm}: ${u.reason}`).join('\n')).toBe(c.expect.norms);
+    for (const u of report.unpaired) expect(u.reason).toMatch(/^its input (comes from|is)/);
     // Folded parameters: bit for bit the correctly rounded float64 value.
     const state = module.stateDict();
     for (const [param, tree] of Object.entries(c.folded_params)) {

@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { load } from '../module';
-import type { PairReport } from '../report';
+import type { PairReport, UnpairedReport } from '../report';
 import { versions } from '../runtime';
 import type { TensorInfo } from '../binding';
 import { writeFileAtomic } from './batch';
@@ -83,6 +83,9 @@ export async function inspectCommand(file: string, f: InspectFlags, io: Io): Pro
     w(`Buffers:     ${buffers.count.toLocaleString('en-US')} in ${buffers.tensors} tensors, ${human(buffers.bytes)}`);
     w(`BatchNorm:   ${analysis.batchNorms.before} run; ${f.mode === 'tune' ? 'tune' : 'fold'} would leave ${analysis.batchNorms.before - analysis.folded} ` +
       `(${analysis.folded} pair${analysis.folded === 1 ? '' : 's'} would ${f.mode === 'tune' ? 'be tuned' : 'fold'}, ${analysis.skipped} skipped)`);
+    if (analysis.unpaired.length) {
+      w(`Unpaired:    ${analysis.unpaired.length} normalization${analysis.unpaired.length === 1 ? '' : 's'} follow no conv/linear (nothing to fold into)`);
+    }
     if (analysis.absorbed.length) {
       w(`Constants:   ${analysis.absorbed.filter((a) => a.status === 'folded').length} of ${analysis.absorbed.length} ops with a constant would be absorbed`);
     }
@@ -93,6 +96,8 @@ export async function inspectCommand(file: string, f: InspectFlags, io: Io): Pro
       byConv.set(p.conv, [...(byConv.get(p.conv) ?? []), p]);
       byNorm.set(p.norm, [...(byNorm.get(p.norm) ?? []), p]);
     }
+    const unpairedByNorm = new Map<string, UnpairedReport[]>();
+    for (const u of analysis.unpaired) unpairedByNorm.set(u.norm, [...(unpairedByNorm.get(u.norm) ?? []), u]);
     for (const m of modules) {
       const depth = m.path ? m.path.split('.').length : 0;
       const name = m.path ? m.path.split('.').pop() : '(root)';
@@ -104,11 +109,15 @@ export async function inspectCommand(file: string, f: InspectFlags, io: Io): Pro
       for (const p of byNorm.get(m.path) ?? []) {
         if (p.conv !== m.path) marks.push(p.status === 'folded' ? `<- folds into ${p.conv || '(root)'}` : '<- left (see its conv)');
       }
+      for (const u of unpairedByNorm.get(m.path) ?? []) marks.push(`left: ${u.reason}`);
       w(`${'  '.repeat(depth + 1)}${name}  ${shortType(m.type)}${marks.length ? '  ' + marks.join('; ') : ''}`);
     }
     const orphans = analysis.pairs.filter((p) => !modules.some((m) => m.path === p.conv));
     for (const p of orphans) {
       w(`  ${p.kind} ${p.conv} + ${p.norm}: ${p.status === 'folded' ? 'would fold' : `skipped, ${p.reason}`}`);
+    }
+    for (const u of analysis.unpaired.filter((x) => !modules.some((m) => m.path === x.norm))) {
+      w(`  ${u.normKind} ${u.norm || '(root)'}: left, ${u.reason}`);
     }
     if (f.dot) w(`\nDOT of ${f.method}: ${f.dot}`);
     return 0;

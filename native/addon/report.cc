@@ -83,6 +83,15 @@ Napi::Object to_js_report(Napi::Env env, const core::FuseReport& report) {
   const auto pair = [&](const core::PairReport& p) { return pair_to_js(env, p); };
   o.Set("pairs", to_js_array(env, report.pairs, pair));
   o.Set("absorbed", to_js_array(env, report.absorbed, pair));
+  o.Set("unpaired", to_js_array(env, report.unpaired, [&](const core::UnpairedReport& u) {
+          Napi::Object x = Napi::Object::New(env);
+          x.Set("method", u.method);
+          x.Set("methods", to_js_strings(env, u.methods));
+          x.Set("norm", u.norm);
+          x.Set("normKind", u.norm_kind);
+          x.Set("reason", u.reason);
+          return x;
+        }));
   o.Set("mode", report.mode);
   o.Set("steps", to_js_array(env, report.steps, [&](const auto& step) {
           Napi::Object s = Napi::Object::New(env);

@@ -322,6 +322,23 @@ void check_constant_attributes(const ProgramView& view, const std::map<std::stri
   }
 }
 
+// Why a normalization has no operator to fold into: what its input comes from.
+std::string unpaired_reason(Site t) {
+  Node* n = t.value->node();
+  const Frame& f = *t.frame;
+  const std::string in = " in " + where(f);
+  if (n->kind() == c10::prim::Param) {
+    if (!f.caller) return "its input is an input of the '" + f.method + "' method, not a convolution or linear";
+    return "its input is a parameter" + in + " that cannot be followed to its caller";
+  }
+  if (n->kind() == c10::prim::If) return "its input comes from an If on a condition that is not a constant" + in;
+  if (n->kind() == c10::prim::Loop) return "its input comes from a loop" + in;
+  if (n->kind() == c10::prim::CallMethod || n->kind() == c10::prim::CallFunction) {
+    return "its input comes from a call that cannot be followed" + in;
+  }
+  return std::string("its input comes from ") + n->kind().toQualString() + ", not a convolution or linear" + in;
+}
+
 }  // namespace
 
 std::string op_path(const LinearOp& op) { return op.weight ? op.weight->path : op.frame->path; }
@@ -345,7 +362,16 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
     Pair p;
     Site terminal = view.origin(Site{u.input, u.holder}, false, &p.chain);
     auto op = linear_op_at(view, terminal);
-    if (!op) continue;
+    if (!op) {
+      if (!constants) {
+        Unpaired x;
+        x.method = u.holder->root_method;
+        x.reason = unpaired_reason(terminal);
+        x.norm = std::move(u);
+        a.unpaired.push_back(std::move(x));
+      }
+      continue;
+    }
     p.op = std::move(*op);
     p.method = u.holder->root_method;
     p.norm = std::move(u);

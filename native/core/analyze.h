@@ -59,11 +59,20 @@ struct Pair {
   std::optional<Folded> folded;
 };
 
+// A normalization that runs on something no linear operator made, with why
+// in words ("its input comes from aten::cat, not a convolution or linear").
+struct Unpaired {
+  NormUnit norm;
+  std::string method;  // the root method it was found in
+  std::string reason;
+};
+
 struct Analysis {
   std::unique_ptr<ProgramView> view;
   std::vector<Pair> pairs;
-  int norm_units = 0;  // distinct normalizations that run
-  double fold_ms = 0;  // time spent computing folded tensors (part of analyze)
+  std::vector<Unpaired> unpaired;  // norms only (not constant absorption)
+  int norm_units = 0;              // distinct normalizations that run
+  double fold_ms = 0;              // time spent computing folded tensors (part of analyze)
 };
 
 Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options);

@@ -55,6 +55,19 @@ class PairBook {
         r.reason = p.reason;
       }
     }
+    for (const Unpaired& u : a.unpaired) {
+      const std::string key = u.norm.path + "|" + u.norm.kind;
+      auto [it, fresh] = unpaired_.try_emplace(key);
+      if (fresh) {
+        it->second.method = u.method;
+        it->second.norm = u.norm.path;
+        it->second.norm_kind = u.norm.kind;
+        it->second.reason = u.reason;
+        unpaired_order_.push_back(key);
+      }
+      auto& methods = it->second.methods;
+      if (std::find(methods.begin(), methods.end(), u.method) == methods.end()) methods.push_back(u.method);
+    }
     for (const std::string& key : order) {
       auto it = index_.find(key);
       if (it == index_.end()) {
@@ -65,6 +78,18 @@ class PairBook {
         entries_[it->second] = round[key];  // a later round may fold what an earlier one could not
       }
     }
+  }
+  // The unpaired norms that no round paired with an operator.
+  std::vector<UnpairedReport> unpaired() const {
+    std::set<std::string> paired;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (!constant_.at(keys_[i])) paired.insert(entries_[i].norm + "|" + entries_[i].norm_kind);
+    }
+    std::vector<UnpairedReport> out;
+    for (const std::string& key : unpaired_order_) {
+      if (!paired.count(key)) out.push_back(unpaired_.at(key));
+    }
+    return out;
   }
   std::vector<PairReport> pairs(bool constants) const {
     std::vector<PairReport> out;
@@ -79,6 +104,8 @@ class PairBook {
   std::vector<std::string> keys_;
   std::map<std::string, bool> constant_;
   std::map<std::string, size_t> index_;
+  std::map<std::string, UnpairedReport> unpaired_;
+  std::vector<std::string> unpaired_order_;
 };
 
 int folded_count(const std::vector<PairReport>& pairs) {
@@ -231,6 +258,7 @@ FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& opti
   }
   report.pairs = book.pairs(false);
   report.absorbed = book.pairs(true);
+  report.unpaired = book.unpaired();
   if (copy) {
     report.norms_after = tune ? report.norms_before - folded_count(report.pairs)
                               : count_distinct(find_norm_units(ProgramView(*copy), false));

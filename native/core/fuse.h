@@ -41,6 +41,16 @@ struct PairReport {
   std::string constant;  // constant absorption: "scalar 0.5", "'scale' [8, 1, 1]"
 };
 
+// A normalization that runs but follows no convolution/linear (so nothing can
+// absorb it), with why in words.
+struct UnpairedReport {
+  std::string method;                // first root method it was found in
+  std::vector<std::string> methods;  // every root method it runs under
+  std::string norm;                  // module path (for batch_norm: the owner of its statistics)
+  std::string norm_kind;             // "BatchNorm2d", "FrozenBatchNorm2d", "batch_norm"
+  std::string reason;
+};
+
 struct StepReport {
   std::string name;  // "fold", "tune", "constants"
   int round = 1;
@@ -52,6 +62,8 @@ struct FuseReport {
   std::string mode = "fold";
   std::vector<PairReport> pairs;
   std::vector<PairReport> absorbed;  // constant absorption (kind = the op: "mul", ...)
+  // Normalizations that run and are in no pair: every one is in pairs or here.
+  std::vector<UnpairedReport> unpaired;
   std::vector<StepReport> steps;
   int norms_before = 0;  // normalizations that run, before
   int norms_after = 0;   // ... and after (counted again on the result)
