@@ -37,7 +37,7 @@ bool input_is_2d(const ProgramView& view, const LinearOp& op) {
 
 std::optional<std::string> exclusive(const ProgramView& view, const std::vector<Site>& chain, const char* what) {
   for (const Site& s : chain) {
-    auto uses = view.live_uses(s.value);
+    auto uses = view.live_uses(s.value, s.frame);
     if (uses.size() == 1) continue;
     std::string users;
     for (const auto& u : uses) users += (users.empty() ? "" : ", ") + std::string(u.user->kind().toQualString());
@@ -205,7 +205,7 @@ std::map<std::string, std::vector<Site>> attribute_readers(const ProgramView& vi
   std::map<std::string, std::vector<Site>> readers;
   for (const Frame* f : view.frames()) {
     for_each_node(f->graph->block(), [&](Node* n) {
-      if (n->kind() != c10::prim::GetAttr || view.is_dead(n)) return;
+      if (n->kind() != c10::prim::GetAttr || view.is_dead(n, f)) return;
       if (auto a = view.attribute_of(Site{n->output(), f}, false)) readers[a->key()].push_back(Site{n->output(), f});
     });
   }
@@ -291,7 +291,7 @@ std::map<std::string, const Frame*> assigned_attributes(const ProgramView& view)
   std::map<std::string, const Frame*> out;
   for (const Frame* f : view.frames()) {
     for_each_node(f->graph->block(), [&](Node* n) {
-      if (n->kind() != c10::prim::SetAttr || view.is_dead(n)) return;
+      if (n->kind() != c10::prim::SetAttr || view.is_dead(n, f)) return;
       if (auto m = view.module_of(n->input(0), *f)) out[join_path(m->second, n->s(c10::attr::name))] = f;
     });
   }

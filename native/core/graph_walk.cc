@@ -47,6 +47,72 @@ std::optional<bool> local_constant_bool(JValue* v) {
   }
 }
 
+// Values no code can change in place.
+bool immutable_value(const c10::IValue& v) {
+  if (v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isNone()) return true;
+  if (v.isTuple()) {
+    for (const auto& e : v.toTupleRef().elements())
+      if (!immutable_value(e)) return false;
+    return true;
+  }
+  return false;
+}
+
+// Attribute values that can be treated as constants: immutable ones, and
+// lists and dicts of immutable values (their reads are checked separately).
+bool freezable_value(const c10::IValue& v) {
+  if (immutable_value(v)) return true;
+  if (v.isList()) {
+    for (const c10::IValue& e : v.toListRef())
+      if (!immutable_value(e)) return false;
+    return true;
+  }
+  if (v.isGenericDict()) {
+    for (const auto& kv : v.toGenericDict())
+      if (!immutable_value(kv.key()) || !immutable_value(kv.value())) return false;
+    return true;
+  }
+  return false;
+}
+
+// Ops that only read a list or dict (never keep it, pass it on or change it).
+bool read_only_use(const torch::jit::Use& u) {
+  static const std::set<c10::Symbol> kinds = {
+      c10::aten::__contains__,
+      c10::aten::__getitem__,
+      c10::aten::len,
+      c10::aten::eq,
+      c10::aten::ne,
+      c10::aten::lt,
+      c10::aten::gt,
+      c10::aten::le,
+      c10::aten::ge,
+      c10::aten::__is__,
+      c10::aten::__isnot__,
+      c10::aten::format,
+      c10::aten::str,
+      c10::aten::Bool,
+      c10::aten::keys,
+      c10::aten::values,
+      c10::prim::RaiseException,
+  };
+  return kinds.count(u.user->kind()) > 0;
+}
+
+// A block that raises whenever it runs (a prim::RaiseException at its top level).
+bool always_raises(const torch::jit::Block* b) {
+  for (const Node* n : b->nodes())
+    if (n->kind() == c10::prim::RaiseException) return true;
+  return false;
+}
+
+std::optional<double> number(const c10::IValue& v) {
+  if (v.isInt()) return static_cast<double>(v.toInt());
+  if (v.isDouble()) return v.toDouble();
+  if (v.isBool()) return v.toBool() ? 1.0 : 0.0;
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string join_path(const std::string& parent, const std::string& child) {
@@ -63,6 +129,28 @@ ProgramView::ProgramView(const torch::jit::Module& root) {
     visit(*frame, 0);
     roots_.push_back(std::move(frame));
   }
+  // Attributes that are not frozen: assigned somewhere, or read by an op that
+  // may keep or change a list/dict. An assignment whose module is unknown
+  // unfreezes that name everywhere.
+  std::set<std::string> assigned_names;
+  for (const Frame* f : frames_) {
+    for_each_node(f->graph->block(), [&](Node* n) {
+      const bool set = n->kind() == c10::prim::SetAttr;
+      if (!set && n->kind() != c10::prim::GetAttr) return;
+      const std::string name = n->s(c10::attr::name);
+      auto owner = module_of(n->input(0), *f);
+      if (set) {
+        if (owner) unfrozen_.insert(join_path(owner->second, name));
+        else assigned_names.insert(name);
+        return;
+      }
+      if (!owner || !owner->first.hasattr(name) || immutable_value(owner->first.attr(name))) return;
+      for (const auto& u : n->output()->uses()) {
+        if (!read_only_use(u)) unfrozen_.insert(join_path(owner->second, name));
+      }
+    });
+  }
+  for (const std::string& name : assigned_names) unfrozen_.insert("*" + name);
 }
 
 namespace {
@@ -158,7 +246,12 @@ std::optional<Site> ProgramView::step_back(Site s, bool use_attributes) const {
   }
   if (n->kind() == c10::prim::If) {
     auto cond = eval_bool(Site{n->input(0), s.frame}, use_attributes);
-    if (!cond) return std::nullopt;
+    if (!cond) {
+      // A branch that always raises returns nothing anyone reads: the value comes from the other one.
+      const bool r0 = always_raises(n->blocks()[0]), r1 = always_raises(n->blocks()[1]);
+      if (r0 == r1) return std::nullopt;
+      cond = r1;
+    }
     torch::jit::Block* taken = n->blocks()[*cond ? 0 : 1];
     return Site{taken->outputs()[s.value->offset()], s.frame};
   }
@@ -194,8 +287,21 @@ std::optional<c10::IValue> ProgramView::constant_of(Site s, bool use_attributes)
   if (n->kind() == c10::prim::Constant) return torch::jit::toIValue(o.value);
   if (use_attributes) {
     if (auto a = attribute_of(o, use_attributes)) return a->owner.attr(a->name);
+    return std::nullopt;
   }
-  return std::nullopt;
+  return frozen_value(o);
+}
+
+std::optional<c10::IValue> ProgramView::frozen_value(Site o) const {
+  Node* n = o.value->node();
+  if (n->kind() != c10::prim::GetAttr) return std::nullopt;
+  const std::string name = n->s(c10::attr::name);
+  if (name == "training" || unfrozen_.count("*" + name)) return std::nullopt;
+  auto owner = module_of(n->input(0), *o.frame);
+  if (!owner || !owner->first.hasattr(name) || unfrozen_.count(join_path(owner->second, name))) return std::nullopt;
+  c10::IValue v = owner->first.attr(name);
+  if (!freezable_value(v)) return std::nullopt;
+  return v;
 }
 
 std::optional<bool> ProgramView::eval_bool(Site s, bool use_attributes) const {
@@ -224,6 +330,41 @@ std::optional<bool> ProgramView::eval_bool(Site s, bool use_attributes) const {
       const bool same = a->isNone() && b->isNone();
       return n->kind() == c10::aten::__is__ ? same : !same;
     }
+    case c10::aten::eq:
+    case c10::aten::ne:
+    case c10::aten::lt:
+    case c10::aten::gt:
+    case c10::aten::le:
+    case c10::aten::ge: {
+      if (n->inputs().size() != 2) return std::nullopt;
+      auto a = constant_of(Site{n->input(0), o.frame}, use_attributes);
+      auto b = constant_of(Site{n->input(1), o.frame}, use_attributes);
+      if (!a || !b || !immutable_value(*a) || !immutable_value(*b)) return std::nullopt;
+      const c10::Symbol k = n->kind();
+      if (k == c10::aten::eq || k == c10::aten::ne) {
+        auto x = number(*a), y = number(*b);
+        const bool equal = x && y ? *x == *y : *a == *b;
+        return k == c10::aten::eq ? equal : !equal;
+      }
+      auto x = number(*a), y = number(*b);
+      if (!x || !y) return std::nullopt;
+      if (k == c10::aten::lt) return *x < *y;
+      if (k == c10::aten::gt) return *x > *y;
+      if (k == c10::aten::le) return *x <= *y;
+      return *x >= *y;
+    }
+    case c10::aten::__contains__: {
+      auto box = constant_of(Site{n->input(0), o.frame}, use_attributes);
+      auto key = constant_of(Site{n->input(1), o.frame}, use_attributes);
+      if (!box || !key || !immutable_value(*key)) return std::nullopt;
+      if (box->isGenericDict()) return box->toGenericDict().contains(*key);
+      if (box->isList()) {
+        for (const c10::IValue& e : box->toListRef())
+          if (e == *key) return true;
+        return false;
+      }
+      return std::nullopt;
+    }
     default: {
       auto c = constant_of(o, use_attributes);
       if (c && c->isBool()) return c->toBool();
@@ -232,13 +373,15 @@ std::optional<bool> ProgramView::eval_bool(Site s, bool use_attributes) const {
   }
 }
 
-bool ProgramView::is_dead(const Node* n) const {
+bool ProgramView::is_dead(const Node* n, const Frame* frame) const {
+  if (frame && frame->graph.get() != n->owningGraph()) frame = nullptr;
   for (const Node* cur = n; cur != nullptr;) {
     const torch::jit::Block* block = cur->owningBlock();
     const Node* owner = block ? block->owningNode() : nullptr;
     if (!owner) return false;
     if (owner->kind() == c10::prim::If) {
-      auto cond = local_constant_bool(owner->input(0));
+      JValue* c = const_cast<Node*>(owner)->input(0);
+      auto cond = frame ? eval_bool(Site{c, frame}, false) : local_constant_bool(c);
       if (cond && block != owner->blocks()[*cond ? 0 : 1]) return true;
     }
     cur = owner;
@@ -246,10 +389,18 @@ bool ProgramView::is_dead(const Node* n) const {
   return false;
 }
 
-std::vector<torch::jit::Use> ProgramView::live_uses(JValue* v) const {
+bool ProgramView::is_dead(const Node* n) const {
+  const auto& frames = frames_running(n);
+  if (frames.empty()) return is_dead(n, nullptr);
+  for (const Frame* f : frames)
+    if (!is_dead(n, f)) return false;
+  return true;
+}
+
+std::vector<torch::jit::Use> ProgramView::live_uses(JValue* v, const Frame* frame) const {
   std::vector<torch::jit::Use> out;
   for (const auto& u : v->uses()) {
-    if (!is_dead(u.user)) out.push_back(u);
+    if (!is_dead(u.user, frame)) out.push_back(u);
   }
   return out;
 }

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,23 +64,35 @@ class ProgramView {
 
   // Follows a value back to where it is made: through parameters to the
   // caller's argument, through calls to the callee's return, and through
-  // prim::If outputs whose condition is known. `chain` receives every site
-  // passed, starting with the given one. With `use_attributes`, conditions may
-  // read the instance's current attributes (e.g. training); without, only
-  // constants count.
+  // prim::If outputs whose condition is known or whose other branch always
+  // raises. `chain` receives every site passed, starting with the given one.
+  // With `use_attributes`, conditions may read any of the instance's current
+  // attributes (e.g. training); without, only constants and frozen attributes
+  // (frozen_value) count.
   Site origin(Site start, bool use_attributes, std::vector<Site>* chain = nullptr) const;
 
   // The attribute a value is read from (after origin()), if it is one.
   std::optional<AttrRef> attribute_of(Site s, bool use_attributes) const;
 
-  // A constant (after origin()), if the value is one.
+  // A constant (after origin()), if the value is one: a prim::Constant, a
+  // frozen attribute, or with `use_attributes` any attribute's current value.
   std::optional<c10::IValue> constant_of(Site s, bool use_attributes) const;
 
-  // Uses of a value that can run: uses inside a branch whose condition is a
-  // constant selecting the other branch are left out.
-  std::vector<torch::jit::Use> live_uses(JValue* v) const;
+  // The value of an attribute read (a prim::GetAttr output) that the program
+  // treats as a constant, as torch.jit.freeze does: a bool, number, string,
+  // None, or a list/dict/tuple of those, that no code assigns (prim::SetAttr)
+  // and that is only ever read, never passed on or changed in place. Never
+  // 'training' (train()/eval() set it from outside), tensors or modules.
+  std::optional<c10::IValue> frozen_value(Site getattr) const;
 
-  // Whether a node sits in a branch that cannot run (constants only).
+  // Uses of a value that can run in `frame`: uses inside a branch whose
+  // condition selects the other branch (constants and frozen attributes) are
+  // left out.
+  std::vector<torch::jit::Use> live_uses(JValue* v, const Frame* frame) const;
+
+  // Whether a node sits in a branch that cannot run in `frame`; without a
+  // frame, in any frame that runs it (constants and frozen attributes).
+  bool is_dead(const Node* n, const Frame* frame) const;
   bool is_dead(const Node* n) const;
 
   // Evaluates a boolean, if it is decidable.
@@ -96,6 +109,8 @@ class ProgramView {
   std::vector<std::unique_ptr<Frame>> roots_;
   std::vector<const Frame*> frames_;
   std::map<const Node*, std::vector<const Frame*>> node_frames_;
+  // Attribute keys ("layer1.0.flag") some code assigns, passes on or may change in place.
+  std::set<std::string> unfrozen_;
 };
 
 std::string join_path(const std::string& parent, const std::string& child);

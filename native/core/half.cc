@@ -319,7 +319,7 @@ HalfReport convert_to_half(torch::jit::Module& module, const HalfOptions& option
   std::map<Node*, std::string> foreign;  // call sites that also run a module that is not a candidate layer
   std::vector<std::pair<c10::TypePtr, std::string>> unresolved;  // module types used where the instance is unknown
   for (const Frame* f : view.frames()) {
-    const bool live = !f->caller || (alive[f->caller] && !view.is_dead(f->call_node));
+    const bool live = !f->caller || (alive[f->caller] && !view.is_dead(f->call_node, f->caller));
     alive[f] = live;
     if (!live) continue;
     const Object* self = object_of(f->instance);
@@ -352,7 +352,7 @@ HalfReport convert_to_half(torch::jit::Module& module, const HalfOptions& option
 
     for_each_node(f->graph->block(), [&](Node* n) {
       if (n->kind() != c10::prim::GetAttr && n->kind() != c10::prim::CallMethod) return;
-      if (view.is_dead(n)) return;
+      if (view.is_dead(n, f)) return;
       auto owner = view.module_of(n->input(0), *f);
       if (!owner) {
         const c10::TypePtr& type = n->input(0)->type();

@@ -92,7 +92,7 @@ std::optional<Site> module_batch_norm(const ProgramView& view, const Frame& f, s
     const Frame* cur = todo.back();
     todo.pop_back();
     for_each_node(cur->graph->block(), [&](Node* n) {
-      if (n->kind() == c10::aten::batch_norm && !view.is_dead(n)) found.push_back(Site{n->output(), cur});
+      if (n->kind() == c10::aten::batch_norm && !view.is_dead(n, cur)) found.push_back(Site{n->output(), cur});
     });
     for (const auto& c : cur->children) todo.push_back(c.get());
   }
@@ -177,7 +177,7 @@ std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_traini
       }
     }
     for_each_node(f->graph->block(), [&](Node* n) {
-      if (n->kind() != c10::aten::batch_norm || view.is_dead(n) || owned.count({n, f})) return;
+      if (n->kind() != c10::aten::batch_norm || view.is_dead(n, f) || owned.count({n, f})) return;
       NormUnit u;
       u.holder = f;
       u.remove = n;
@@ -341,7 +341,7 @@ std::vector<NormUnit> find_constant_units(const ProgramView& view) {
   for (const Frame* f : view.frames()) {
     for_each_node(f->graph->block(), [&](Node* n) {
       const char* name = arithmetic_name(n);
-      if (!name || view.is_dead(n) || n->outputs().size() != 1 || n->inputs().size() < 2) return;
+      if (!name || view.is_dead(n, f) || n->outputs().size() != 1 || n->inputs().size() < 2) return;
       // div with rounding_mode, and the overloads with an out= argument, are not affine.
       const std::string op = name;
       if (op == "div" && n->inputs().size() != 2) return;
