@@ -192,6 +192,12 @@ export interface FuseReport {
   absorbed: AbsorbReport[];
   /** Normalizations that run but are in no pair (nothing to fold them into), each with its reason. */
   unpaired: UnpairedReport[];
+  /**
+   * Module paths of folded normalizations replaced by an empty `torchfold.Identity` module under the same name: their
+   * parameters and buffers are gone from the result, and `Sequential` indexing still works. A folded norm stays when
+   * other code still reads it. Empty in tune mode and from `inspect()`.
+   */
+  replaced: string[];
   /** Each transform step in order (constants and BatchNorm passes repeat until nothing changes). */
   steps: StepReport[];
   /** Normalizations that run, counted on the module before and on the result after. */

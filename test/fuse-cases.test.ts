@@ -82,8 +82,16 @@ describe.each(Object.entries(cases))('%s', (name, c) => {
     const paired = new Set(report.pairs.map((p) => `${p.norm}|${p.normKind}`));
     expect(paired.size + report.unpaired.length, report.unpaired.map((u) => `${u.norm}: ${u.reason}`).join('\n')).toBe(c.expect.norms);
     for (const u of report.unpaired) expect(u.reason).toMatch(/^its input (comes from|is)/);
-    // Folded parameters: bit for bit the correctly rounded float64 value.
+    // Folded norm modules are replaced by empty ones: their parameters and buffers are gone.
     const state = module.stateDict();
+    const foldedModules = report.pairs.filter((p) => p.status === 'folded' && p.normKind !== 'batch_norm' && p.norm).map((p) => p.norm);
+    if (c.expect.pairs) expect(report.replaced).toEqual([...new Set(foldedModules)].sort());
+    for (const norm of report.replaced) {
+      expect(foldedModules).toContain(norm);
+      expect(Object.keys(state).filter((k) => k.startsWith(`${norm}.`)), norm).toEqual([]);
+      expect(Object.keys(m.stateDict()).some((k) => k.startsWith(`${norm}.`)), norm).toBe(true);
+    }
+    // Folded parameters: bit for bit the correctly rounded float64 value.
     for (const [param, tree] of Object.entries(c.folded_params)) {
       const expected = readTensorData(ref(tree) as never);
       expect(state[param], param).toBeDefined();

@@ -27,7 +27,13 @@ describe('fuse({ modules })', () => {
     // The listed convs get the same folded parameters as fusing everything; the rest are untouched.
     const all = (await m.fuse()).module.stateDict();
     const state = module.stateDict(), original = m.stateDict();
+    // The folded BatchNorms are replaced by empty modules: their parameters and buffers are gone.
+    expect(report.replaced).toEqual(['bn1', 'layer1.0.bn1']);
     for (const name of Object.keys(original)) {
+      if (name.startsWith('bn1.') || name.startsWith('layer1.0.bn1.')) {
+        expect(state[name], name).toBeUndefined();
+        continue;
+      }
       const listed = name.startsWith('conv1.') || name.startsWith('layer1.0.conv1.');
       const want = listed ? all[name] : original[name];
       expect(Array.from(state[name].toTypedArray() as ArrayLike<number>), name)

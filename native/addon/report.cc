@@ -92,6 +92,7 @@ Napi::Object to_js_report(Napi::Env env, const core::FuseReport& report) {
           x.Set("reason", u.reason);
           return x;
         }));
+  o.Set("replaced", to_js_strings(env, report.replaced));
   o.Set("mode", report.mode);
   o.Set("steps", to_js_array(env, report.steps, [&](const auto& step) {
           Napi::Object s = Napi::Object::New(env);

@@ -245,7 +245,14 @@ FuseResult fuse_module(const torch::jit::Module& module, const FuseOptions& opti
     book.add(a);
     if (copy) {
       t = Clock::now();
-      const int n = tune ? apply_tune(*copy, a) : apply_folds(*copy, a, &exact).folded;
+      int n = 0;
+      if (tune) {
+        n = apply_tune(*copy, a);
+      } else {
+        TransformStats st = apply_folds(*copy, a, &exact);
+        n = st.folded;
+        report.replaced.insert(report.replaced.end(), st.dropped_norms.begin(), st.dropped_norms.end());
+      }
       for (const Pair& p : a.pairs) {
         if (p.fold) norms.exclude.push_back(p.norm.path);  // done: a later round must not touch it again
       }

@@ -64,6 +64,8 @@ struct FuseReport {
   std::vector<PairReport> absorbed;  // constant absorption (kind = the op: "mul", ...)
   // Normalizations that run and are in no pair: every one is in pairs or here.
   std::vector<UnpairedReport> unpaired;
+  // Folded norm modules replaced by an empty torchfold.Identity module.
+  std::vector<std::string> replaced;
   std::vector<StepReport> steps;
   int norms_before = 0;  // normalizations that run, before
   int norms_after = 0;   // ... and after (counted again on the result)

@@ -3,6 +3,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -147,6 +148,83 @@ void fill_missing_slots(torch::jit::Module& root) {
   }
 }
 
+const char* kIdentityClass = "__torch__.torchfold.Identity";
+
+// A new instance of the empty module that stands in for a folded norm: no
+// parameters or buffers, forward returns its input. One class per
+// compilation unit, made on first use.
+torch::jit::Module identity_module(torch::jit::Module& root) {
+  auto cu = root._ivalue()->compilation_unit();
+  const c10::QualifiedName name(kIdentityClass);
+  if (auto type = cu->get_class(name)) {
+    torch::jit::Module m(cu, type);
+    m.register_attribute("training", c10::BoolType::get(), false);
+    return m;
+  }
+  torch::jit::Module m(name, cu, /*shouldMangle=*/false);
+  m.register_attribute("training", c10::BoolType::get(), false);
+  m.define("def forward(self, input: Tensor) -> Tensor:\n  return input\n");
+  return m;
+}
+
+// Whether some method of some class in the tree still reads attribute `name`
+// of an object of class `owner` (the folded norm's module).
+bool still_read(const torch::jit::Module& root, const c10::ClassTypePtr& owner, const std::string& name) {
+  std::set<const c10::ClassType*> seen;
+  for (const auto& m : root.modules()) {
+    if (!seen.insert(m.type().get()).second) continue;
+    for (const auto& method : m.get_methods()) {
+      bool found = false;
+      for_each_node(method.graph()->block(), [&](Node* n) {
+        found = found ||
+                (n->kind() == c10::prim::GetAttr && n->s(c10::attr::name) == name && n->input(0)->type() == owner);
+      });
+      if (found) return true;
+    }
+  }
+  return false;
+}
+
+// Replaces the folded norm modules by empty Identity modules under the same
+// names, as torch.ao's fuse_modules does, so their parameters and buffers
+// leave the module and Sequential indexing keeps working. A name is replaced
+// in every instance of its parent's class at once (the class declares the
+// attribute's type), so only where all of them folded that norm and no code
+// reads it any more.
+std::vector<std::string> replace_folded_norms(torch::jit::Module& root, const std::set<std::string>& folded) {
+  std::map<std::string, torch::jit::Module> by_path;
+  for (const auto& m : root.named_modules()) by_path.emplace(m.name, m.value);
+  std::map<std::pair<const c10::ClassType*, std::string>, std::vector<std::string>> groups;
+  for (const std::string& path : folded) {
+    const auto dot = path.rfind('.');
+    const std::string parent = dot == std::string::npos ? "" : path.substr(0, dot);
+    const std::string name = dot == std::string::npos ? path : path.substr(dot + 1);
+    auto it = by_path.find(parent);
+    if (it == by_path.end() || !by_path.count(path)) continue;
+    groups[{it->second.type().get(), name}].push_back(parent);
+  }
+  std::vector<std::string> replaced;
+  for (const auto& [key, parents] : groups) {
+    const auto& [type, name] = key;
+    std::vector<torch::jit::Module> instances;
+    for (const auto& [path, m] : by_path) {
+      if (m.type().get() == type) instances.push_back(m);
+    }
+    if (instances.size() != parents.size()) continue;
+    const c10::ClassTypePtr parent_type = instances.front().type();
+    if (still_read(root, parent_type, name)) continue;
+    torch::jit::Module identity = identity_module(root);
+    parent_type->unsafeChangeAttributeType(name, identity.type());
+    for (const std::string& parent : parents) {
+      torch::jit::Module owner = by_path.at(parent);
+      owner._ivalue()->setAttr(name, identity_module(root)._ivalue());
+      replaced.push_back(join_path(parent, name));
+    }
+  }
+  std::sort(replaced.begin(), replaced.end());
+  return replaced;
+}
+
 }  // namespace
 
 TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, ExactParams* exact) {
@@ -174,6 +252,13 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
                                   torch::jit::DCESideEffectPolicy::DONT_DELETE_NODES_WITH_SIDE_EFFECTS);
   }
   stats.graphs_changed = static_cast<int>(touched.size());
+  std::set<std::string> norm_modules;
+  for (const Pair& p : analysis.pairs) {
+    if (p.fold && !p.norm.constant && p.norm.kind != "batch_norm" && !p.norm.path.empty()) {
+      norm_modules.insert(p.norm.path);
+    }
+  }
+  stats.dropped_norms = replace_folded_norms(module, norm_modules);
   return stats;
 }
 
