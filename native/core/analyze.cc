@@ -150,7 +150,17 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
   }
   if (!p.op.problem.empty()) return skip(p.op.kind + ": " + p.op.problem);
   if (auto why = exclusive(view, p.chain, "the convolution's output")) return skip(*why);
-  if (auto why = exclusive(view, p.op.weight_chain, "the weight")) return skip(*why);
+  // A constant weight is never changed (the op gets a new one), so other readers do not matter.
+  if (!p.op.weight_constant) {
+    if (auto why = exclusive(view, p.op.weight_chain, "the weight")) return skip(*why);
+  }
+  if (p.op.weight_constant && p.op.bias) {
+    return skip("its weight is a graph constant but its bias is a module attribute");
+  }
+  const bool baked = p.op.weight_constant || p.op.bias_constant || (p.op.bias_constant_none && !p.op.weight);
+  if (baked && view.frames_running(p.op.node).size() != 1) {
+    return skip("its weight or bias is a graph constant in code that several module instances run");
+  }
   if (!constant) {
     if (auto why = kinds_match(view, p)) return skip(*why);
   }
@@ -158,21 +168,18 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
     if (auto why = tune_problem(view, p)) return skip(*why);
   }
   FoldInput in;
-  in.weight = p.op.weight->owner.attr(p.op.weight->name).toTensor();
-  if (p.op.bias) {
-    c10::IValue b = p.op.bias->owner.attr(p.op.bias->name);
-    if (b.isTensor()) in.bias = b.toTensor();
-  }
+  in.weight = op_weight(p.op);
+  in.bias = op_bias(p.op);
   in.layout = p.op.layout;
   in.groups = p.op.groups;
-  if (options.exact) {
+  if (options.exact && p.op.weight) {
     auto e = options.exact->find(p.op.weight->key());
     if (e != options.exact->end()) {
       in.weight_exact = e->second.first;
       in.bias64 = e->second.second;
     }
   }
-  const std::string memo_key = constant || p.norm.path.empty()
+  const std::string memo_key = constant || p.norm.path.empty() || !p.op.weight
                                    ? std::string()
                                    : p.op.weight->key() + '\x1f' + p.norm.kind + '\x1f' + p.norm.path;
   if (!memo_key.empty()) {

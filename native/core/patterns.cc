@@ -215,6 +215,14 @@ std::optional<OpShape> op_shape(c10::Symbol kind) {
   return std::nullopt;
 }
 
+// A defined tensor made by a prim::Constant.
+std::optional<at::Tensor> tensor_constant(Site s) {
+  if (s.value->node()->kind() != c10::prim::Constant) return std::nullopt;
+  auto c = torch::jit::toIValue(s.value);
+  if (!c || !c->isTensor() || !c->toTensor().defined()) return std::nullopt;
+  return c->toTensor();
+}
+
 std::string op_kind_name(const LinearOp& op, const at::Tensor& weight) {
   if (op.node->kind() == c10::aten::linear) return "Linear";
   const std::string owner = op.weight ? class_name(op.weight->owner) : "";
@@ -224,6 +232,20 @@ std::string op_kind_name(const LinearOp& op, const at::Tensor& weight) {
 }
 
 }  // namespace
+
+at::Tensor op_weight(const LinearOp& op) {
+  if (op.weight_constant) return torch::jit::toIValue(op.weight_constant->output())->toTensor();
+  return op.weight->owner.attr(op.weight->name).toTensor();
+}
+
+at::Tensor op_bias(const LinearOp& op) {
+  if (op.bias_constant) return torch::jit::toIValue(op.bias_constant->output())->toTensor();
+  if (op.bias) {
+    c10::IValue b = op.bias->owner.attr(op.bias->name);
+    if (b.isTensor()) return b.toTensor();
+  }
+  return at::Tensor();
+}
 
 std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
   Node* n = terminal.value->node();
@@ -257,8 +279,13 @@ std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
   at::Tensor weight;
   if (op.weight && op.weight->owner.attr(op.weight->name).isTensor()) {
     weight = op.weight->owner.attr(op.weight->name).toTensor();
+  } else if (auto c = tensor_constant(op.weight_chain.back())) {
+    op.weight.reset();
+    op.weight_constant = op.weight_chain.back().value->node();
+    weight = *c;
   } else {
-    op.problem = "its weight is not a tensor attribute of a module";
+    op.weight.reset();
+    op.problem = "its weight is neither a tensor attribute of a module nor a constant";
     op.kind = "convolution";
     return op;
   }
@@ -274,6 +301,8 @@ std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal) {
     op.bias_constant_none = true;
   } else if (auto b = view.attribute_of(at_input(2), false)) {
     op.bias = b;
+  } else if (tensor_constant(bias)) {
+    op.bias_constant = bias.value->node();
   } else {
     op.problem = "its bias is computed, not stored in the module";
   }

@@ -51,6 +51,11 @@ struct LinearOp {
   std::optional<AttrRef> weight;
   std::optional<AttrRef> bias;  // set when read from an attribute (whose value may be None)
   bool bias_constant_none = false;
+  // A weight or bias baked into the graph as a tensor constant (traced from
+  // tensors that are not parameters, or a module frozen without folding):
+  // its prim::Constant. A fold gives the op new constants.
+  Node* weight_constant = nullptr;
+  Node* bias_constant = nullptr;
   std::vector<Site> weight_chain;  // from the op's weight input back to its GetAttr
   std::string problem;
 };
@@ -63,6 +68,11 @@ std::vector<NormUnit> find_constant_units(const ProgramView& view);
 
 // The operator that produced `s` (after following values back), if it is one.
 std::optional<LinearOp> linear_op_at(const ProgramView& view, Site terminal);
+
+// The operator's weight, and its bias (undefined when None), from its
+// attributes or graph constants.
+at::Tensor op_weight(const LinearOp& op);
+at::Tensor op_bias(const LinearOp& op);
 
 // The class name of a module without "__torch__." and mangling.
 std::string class_name(const torch::jit::Module& m);

@@ -113,10 +113,24 @@ struct BiasNames {
   std::map<std::pair<const c10::ClassType*, std::string>, std::string> chosen;
 };
 
+// Gives the op a new constant as input `i` (the old one is left to dead-code
+// elimination: constants may be pooled and read elsewhere).
+void constant_input(const LinearOp& op, size_t i, const at::Tensor& value) {
+  torch::jit::WithInsertPoint guard(op.node);
+  op.node->replaceInput(i, op.node->owningGraph()->insertConstant(value));
+}
+
 void set_folded_params(torch::jit::Module& root, Pair& p, BiasNames& names) {
-  torch::jit::Module owner = p.op.weight->owner;
+  // Graph constants (analysis made sure one frame runs this op, and that a
+  // constant weight has no bias attribute).
+  if (!p.op.weight || p.op.bias_constant) {
+    if (p.op.weight) set_tensor(p.op.weight->owner, p.op.weight->name, p.folded->weight, p.op.weight->name);
+    else constant_input(p.op, 1, p.folded->weight);
+    constant_input(p.op, 2, p.folded->bias);
+    return;
+  }
   const std::string& weight = p.op.weight->name;
-  set_tensor(owner, weight, p.folded->weight, weight);
+  set_tensor(p.op.weight->owner, weight, p.folded->weight, weight);
   if (p.op.bias) {
     torch::jit::Module bias_owner = p.op.bias->owner;
     allow_tensor_bias(root, bias_owner, p.op.bias->name);
@@ -124,6 +138,7 @@ void set_folded_params(torch::jit::Module& root, Pair& p, BiasNames& names) {
     return;
   }
   // bias_constant_none: analysis guaranteed the weight is read in the op's graph.
+  torch::jit::Module owner = p.op.weight->owner;
   const std::string name = new_bias_name(owner, weight, names.chosen);
   allow_tensor_bias(root, owner, name);
   set_tensor(owner, name, p.folded->bias, weight);
@@ -236,9 +251,11 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
   for (Pair& p : analysis.pairs) {
     if (!p.fold) continue;
     ++stats.folded;
-    if (weights_done.insert(p.op.weight->key()).second) {
+    const std::string weight_key = p.op.weight ? p.op.weight->key()
+                                               : "constant@" + std::to_string(reinterpret_cast<uintptr_t>(p.op.node));
+    if (weights_done.insert(weight_key).second) {
       set_folded_params(module, p, bias_names);
-      if (exact) (*exact)[p.op.weight->key()] = {p.folded->weight_exact, p.folded->bias64};
+      if (exact && p.op.weight) (*exact)[weight_key] = {p.folded->weight_exact, p.folded->bias64};
       touched.insert(p.op.node->owningGraph());
     }
     if (removed.insert(p.norm.remove).second) {

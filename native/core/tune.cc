@@ -73,7 +73,11 @@ std::variant<Plan, std::string> make_plan(const ProgramView& view, const Pair& p
   plan.op = p.op.node;
   plan.eps = u.stats.eps;
   plan.layout = p.op.layout;
-  const at::Tensor weight = p.op.weight->owner.attr(p.op.weight->name).toTensor();
+  if (!p.op.weight || p.op.bias_constant) {
+    return std::string(
+        "tune mode needs the weight and bias in module attributes (these are graph constants); use mode 'fold'");
+  }
+  const at::Tensor weight = op_weight(p.op);
   plan.weight_dim = weight.dim();
   if (p.op.layout == WeightLayout::Transposed && p.op.groups != 1) {
     return std::string("tune mode does not rewrite grouped transposed convolutions; use mode 'fold'");
