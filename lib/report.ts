@@ -21,6 +21,22 @@ export interface PairReport {
   status: 'folded' | 'skipped';
   /** Why a pair was left alone, in words; present exactly when skipped. See docs/report.md for the reasons. */
   reason?: string;
+  /**
+   * Present when the fold is exact for one input rank only and was made behind a guard: for input of `rank`
+   * dimensions the folded operator runs alone; for any other rank the original operator (its weight and bias kept as
+   * graph constants, `bytes` of them) and the original normalization or op run, so the result is exact for every input
+   * the original accepts. Linear -> BatchNorm1d whose input may be 3-D, and a `[1, C, 1, 1]` constant after a
+   * convolution whose input may be unbatched.
+   */
+  rankGuard?: RankGuardReport;
+}
+
+/** A fold made behind a rank guard (see {@link PairReport.rankGuard}). */
+export interface RankGuardReport {
+  /** The input rank the folded operator runs for (2 for a Linear, 4 for a Conv2d with a `[1, C, 1, 1]` constant). */
+  rank: number;
+  /** Bytes of the original weight and bias kept as graph constants for inputs of other ranks. */
+  bytes: number;
 }
 
 /** One arithmetic op with a constant absorbed into (or left beside) a conv/linear. */
@@ -41,6 +57,8 @@ export interface AbsorbReport {
   status: 'folded' | 'skipped';
   /** Why the op was left alone; present exactly when skipped. */
   reason?: string;
+  /** As for a pair: {@link PairReport.rankGuard}. */
+  rankGuard?: RankGuardReport;
 }
 
 /**

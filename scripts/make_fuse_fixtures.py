@@ -430,9 +430,12 @@ def structure_cases(cases):
 
     add("conv_bn_relu", lambda: nn.Sequential(conv46(), nn.BatchNorm2d(6), nn.ReLU()),
         "conv -> BN -> ReLU", SEQ)
+    # norms=1: the float64 check of the folded parameters assumes 2-D input; on this 3-D
+    # input the guard runs the original Linear and BatchNorm1d.
     add("linear_3d_input", lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)),
         "Linear on [N, L, F] with L == out_features: BatchNorm1d normalizes L, not the "
-        "Linear's channels", [skipped("0", "1", "2-d")], shape=(2, 6, 4))
+        "Linear's channels; folds behind a rank guard (2-D input), and this 3-D input runs "
+        "the original path", [folded("0", "1")], shape=(2, 6, 4), norms=1)
     add("frozen_bn", lambda: nn.Sequential(conv46(), frozen_bn(6)),
         "torchvision FrozenBatchNorm2d (reshape/rsqrt/mul/sub/add in TorchScript, no "
         "aten::batch_norm) after a conv", SEQ)

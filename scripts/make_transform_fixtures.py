@@ -418,12 +418,13 @@ def const_cases():
     add("skip_also_read", lambda: AlsoRead(per_channel(6, 1, 1)),
         "conv(x) * c + c.mean(): the buffer c is also read elsewhere",
         [skipped("mul", "is also read")])
-    add("skip_batched_shape", lambda: MulC(per_channel(1, 6, 1, 1)),
-        "conv(x) * c, c [1,6,1,1] (dim d+2: would add a dim to an unbatched input)",
-        [skipped("mul", "not provably batched")])
-    add("skip_batched_numel1", lambda: MulC(torch.tensor([[[[2.5]]]])),
-        "conv(x) * c, c [1,1,1,1]: numel 1 but dim d+2",
-        [skipped("mul", "not provably batched")])
+    add("guard_batched_shape", lambda: MulC(per_channel(1, 6, 1, 1)),
+        "conv(x) * c, c [1,6,1,1] (dim d+2: an unbatched input would gain a dim): folds "
+        "behind a rank guard, the original path kept for unbatched input",
+        [folded("mul")], lambda m: {"conv": [("mul", m.c)]})
+    add("guard_batched_numel1", lambda: MulC(torch.tensor([[[[2.5]]]])),
+        "conv(x) * c, c [1,1,1,1]: numel 1 but dim d+2, folds behind a rank guard",
+        [folded("mul")], lambda m: {"conv": [("mul", m.c)]})
     add("skip_wrong_shape", lambda: MulC(per_channel(6, 1)),
         "conv(x) * c, c [6,1] on a 2-d conv (broadcasts over H, W: not per-channel)",
         [skipped("mul", "per-channel")], shape=(2, 4, 6, 6))

@@ -99,11 +99,15 @@ describe('API reference and report schema', () => {
       const training = await fuse(model('trainable').path);
       expect(training.skipped).toBeGreaterThan(0);
       check('training mode', training);
-      for (const name of ['skip_used_twice', 'skip_tied', 'skip_nan_var', 'skip_shared_class', 'linear_3d_input']) {
+      for (const name of ['skip_used_twice', 'skip_tied', 'skip_nan_var', 'skip_shared_class', 'skip_called_twice']) {
         const report = await fuse(fuseCase(name));
         expect(report.pairs.some((p) => p.status === 'skipped' && p.reason), name).toBe(true);
         check(name, report);
       }
+      // A fold behind a rank guard (a Linear whose input may be 3-D).
+      const guarded = await fuse(fuseCase('linear_3d_input'));
+      expect(guarded.pairs.some((p) => p.status === 'folded' && p.rankGuard), 'linear_3d_input').toBe(true);
+      check('linear_3d_input', guarded);
     });
 
     it('pairs left unfolded by validation (zero tolerance)', async () => {

@@ -21,6 +21,12 @@ Napi::Object pair_to_js(Napi::Env env, const core::PairReport& p) {
   }
   o.Set("status", p.folded ? "folded" : "skipped");
   if (!p.folded) o.Set("reason", p.reason);
+  if (p.folded && p.guard_rank > 0) {
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("rank", static_cast<double>(p.guard_rank));
+    g.Set("bytes", static_cast<double>(p.guard_bytes));
+    o.Set("rankGuard", g);
+  }
   return o;
 }
 

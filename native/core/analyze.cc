@@ -47,13 +47,9 @@ std::optional<std::string> exclusive(const ProgramView& view, const std::vector<
   return std::nullopt;
 }
 
-std::optional<std::string> kinds_match(const ProgramView& view, const Pair& p) {
+std::optional<std::string> kinds_match(const Pair& p) {
   if (p.op.spatial_dims == 0) {
     if (p.norm.spatial_dims > 1) return p.norm.kind + " cannot follow a Linear";
-    if (!input_is_2d(view, p.op)) {
-      return std::string("the Linear's input cannot be proven 2-D, and on 3-D input BatchNorm1d normalizes "
-                         "another dimension than the Linear's outputs");
-    }
     return std::nullopt;
   }
   if (p.norm.spatial_dims > 0 && p.norm.spatial_dims != p.op.spatial_dims) {
@@ -75,10 +71,22 @@ std::string shape_of(const at::Tensor& t) {
   return s + "]";
 }
 
+// Adds a rank guard to a pair whose fold is exact only for input of `rank`
+// dimensions; returns why not (`unproven` and the planner's reason).
+std::optional<std::string> guard_rank(const ProgramView& view, const AnalyzeOptions& options, Pair& p, int64_t rank,
+                                      const std::string& unproven) {
+  if (options.tune) return unproven;
+  auto plan = plan_rank_guard(view, p, rank);
+  if (auto* why = std::get_if<std::string>(&plan)) return unproven + " (no rank guard: " + *why + ")";
+  p.guard = std::get<RankGuard>(plan);
+  return std::nullopt;
+}
+
 // The per-channel affine map an arithmetic op with a constant applies to the
-// operator's output, or why it is not one.
-std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, const at::Tensor& weight,
-                                        AffineMap* map) {
+// operator's output, or why it is not one. A constant with a batch dimension
+// on an input that may be unbatched gets a rank guard.
+std::optional<std::string> constant_map(const ProgramView& view, const AnalyzeOptions& options, Pair& p,
+                                        const at::Tensor& weight, AffineMap* map) {
   const ConstantOp& c = *p.norm.constant;
   const int64_t channels = out_channels(weight, p.op.layout, p.op.groups);
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
@@ -99,10 +107,11 @@ std::optional<std::string> constant_map(const ProgramView& view, const Pair& p, 
     const int full = p.op.spatial_dims + 2;  // batched output dims (2 for Linear on 2-D input)
     if (t.dim() > full) return "the constant " + shape_of(t) + " would add dimensions to the output";
     if (t.dim() == full && !(linear ? input_is_2d(view, p.op) : input_is_batched(view, p.op))) {
-      return "the constant " + shape_of(t) +
-             (linear ? " needs a 2-D input and the Linear's input cannot be proven 2-D"
-                     : " has a batch dimension and the input is not provably batched "
-                       "(an unbatched input would gain a dimension)");
+      const std::string unproven = "the constant " + shape_of(t) +
+                                   (linear ? " needs a 2-D input and the Linear's input cannot be proven 2-D"
+                                           : " has a batch dimension and the input is not provably batched "
+                                             "(an unbatched input would gain a dimension)");
+      if (auto why = guard_rank(view, options, p, full, unproven)) return why;
     }
     const int64_t channel_dim = linear ? t.dim() - 1 : t.dim() - (p.op.spatial_dims + 1);
     if (t.numel() == 1) {
@@ -162,7 +171,13 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
     return skip("its weight or bias is a graph constant in code that several module instances run");
   }
   if (!constant) {
-    if (auto why = kinds_match(view, p)) return skip(*why);
+    if (auto why = kinds_match(p)) return skip(*why);
+    if (p.op.spatial_dims == 0 && !input_is_2d(view, p.op)) {
+      const std::string unproven =
+          "the Linear's input cannot be proven 2-D, and on 3-D input BatchNorm1d normalizes another dimension "
+          "than the Linear's outputs";
+      if (auto why = guard_rank(view, options, p, 2, unproven)) return skip(*why);
+    }
   }
   if (options.tune) {
     if (auto why = tune_problem(view, p)) return skip(*why);
@@ -195,7 +210,7 @@ void decide(const ProgramView& view, const AnalyzeOptions& options, Pair& p, dou
   FoldOutcome out;
   if (constant) {
     AffineMap map;
-    if (auto why = constant_map(view, p, in.weight, &map)) return skip(*why);
+    if (auto why = constant_map(view, options, p, in.weight, &map)) return skip(*why);
     out = fold_affine(in, map);
   } else {
     out = fold(in, p.norm.stats);

@@ -26,6 +26,7 @@
 #include "fold_math.h"
 #include "graph_walk.h"
 #include "patterns.h"
+#include "rank_guard.h"
 
 namespace torchfold::core {
 
@@ -57,6 +58,9 @@ struct Pair {
   bool fold = false;
   std::string reason;  // why not, when !fold
   std::optional<Folded> folded;
+  // Set when the fold is exact for one input rank only: the rewrite keeps
+  // the original path for the others (rank_guard.h).
+  std::optional<RankGuard> guard;
 };
 
 // A normalization that runs on something no linear operator made, with why

@@ -54,6 +54,10 @@ class PairBook {
         r.folded = false;
         r.reason = p.reason;
       }
+      if (p.fold && p.guard) {
+        r.guard_rank = p.guard->rank;
+        r.guard_bytes = p.guard->bytes;
+      }
     }
     for (const Unpaired& u : a.unpaired) {
       const std::string key = u.norm.path + "|" + u.norm.kind;

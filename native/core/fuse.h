@@ -39,6 +39,10 @@ struct PairReport {
   bool folded = false;
   std::string reason;    // why not, when !folded
   std::string constant;  // constant absorption: "scalar 0.5", "'scale' [8, 1, 1]"
+  // Folded behind a rank guard (rank_guard.h): the input rank it is exact for,
+  // and the bytes of original weight and bias kept for other ranks.
+  int64_t guard_rank = 0;
+  int64_t guard_bytes = 0;
 };
 
 // A normalization that runs but follows no convolution/linear (so nothing can

@@ -1,5 +1,7 @@
 #include "patterns.h"
 
+#include "rank_guard.h"
+
 #include <set>
 #include <sstream>
 
@@ -140,8 +142,14 @@ std::string class_name(const torch::jit::Module& m) {
 std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_training_as_eval) {
   std::vector<NormUnit> units;
   std::set<std::pair<const Node*, const Frame*>> owned;  // batch_norms that belong to a module unit
+  std::set<const Frame*> fallback;                       // frames called from a rank guard's original path
   for (const Frame* f : view.frames()) {
     const std::string cls = class_name(f->instance);
+    // The original path a rank guard keeps is not a unit of its own (rank_guard.h).
+    if (f->caller && (fallback.count(f->caller) || in_rank_guard_fallback(f->call_node))) {
+      fallback.insert(f);
+      continue;
+    }
     const bool module_call = f->caller && !f->is_function && f->method == "forward" && f->graph->inputs().size() == 2;
     if (module_call && cls == kFrozenBatchNorm) {
       NormUnit u = module_unit(*f, cls);
@@ -178,6 +186,7 @@ std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_traini
     }
     for_each_node(f->graph->block(), [&](Node* n) {
       if (n->kind() != c10::aten::batch_norm || view.is_dead(n, f) || owned.count({n, f})) return;
+      if (in_rank_guard_fallback(n)) return;
       NormUnit u;
       u.holder = f;
       u.remove = n;
@@ -371,6 +380,7 @@ std::vector<NormUnit> find_constant_units(const ProgramView& view) {
     for_each_node(f->graph->block(), [&](Node* n) {
       const char* name = arithmetic_name(n);
       if (!name || view.is_dead(n, f) || n->outputs().size() != 1 || n->inputs().size() < 2) return;
+      if (in_rank_guard_fallback(n)) return;
       // div with rounding_mode, and the overloads with an out= argument, are not affine.
       const std::string op = name;
       if (op == "div" && n->inputs().size() != 2) return;

@@ -253,6 +253,8 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
     ++stats.folded;
     const std::string weight_key = p.op.weight ? p.op.weight->key()
                                                : "constant@" + std::to_string(reinterpret_cast<uintptr_t>(p.op.node));
+    const at::Tensor weight0 = p.guard ? op_weight(p.op).clone() : at::Tensor();
+    const at::Tensor bias0 = p.guard && op_bias(p.op).defined() ? op_bias(p.op).clone() : at::Tensor();
     if (weights_done.insert(weight_key).second) {
       set_folded_params(module, p, bias_names);
       if (exact && p.op.weight) (*exact)[weight_key] = {p.folded->weight_exact, p.folded->bias64};
@@ -260,7 +262,11 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
     }
     if (removed.insert(p.norm.remove).second) {
       touched.insert(p.norm.remove->owningGraph());
-      remove_norm(p.norm);
+      if (p.guard) {
+        apply_rank_guard(p, weight0, bias0);
+      } else {
+        remove_norm(p.norm);
+      }
     }
   }
   fill_missing_slots(module);
