@@ -23,7 +23,7 @@ export type { DType, TensorData, TensorFromOptions } from './tensor';
 export type { TorchValue } from './values';
 export type { FuseOptions, OptimizeOptions, ValidateOptions, BenchmarkOptions, SampleInput } from './fuse';
 export type {
-  FuseReport, PairReport, AbsorbReport, UnpairedReport, RankGuardReport, StepReport, ValidationReport, BenchmarkReport, LatencyStats, OptimizeReport,
+  FuseReport, PairReport, AbsorbReport, UnpairedReport, RankGuardReport, SiteCopyReport, StepReport, ValidationReport, BenchmarkReport, LatencyStats, OptimizeReport,
   CandidateReport, HalfReport, HalfLayerReport, InspectReport, GraphReport, GraphNode, GraphValue, GraphValueRef, GraphUse,
 } from './report';
 export { TorchfoldError } from './errors';

@@ -29,6 +29,19 @@ export interface PairReport {
    * convolution whose input may be unbatched.
    */
   rankGuard?: RankGuardReport;
+  /**
+   * Present when the conv's weight is also read elsewhere (the same conv called again without this normalization, a
+   * weight tied to another, different normalizations at different call sites): this call site got its own copy of the
+   * conv with the folded weight and bias as graph constants (`bytes` of them), and the module's own weight and bias are
+   * unchanged for the other readers.
+   */
+  siteCopy?: SiteCopyReport;
+}
+
+/** A fold made as a copy of the conv for one call site (see {@link PairReport.siteCopy}). */
+export interface SiteCopyReport {
+  /** Bytes of the folded weight and bias the copy adds, as graph constants. */
+  bytes: number;
 }
 
 /** A fold made behind a rank guard (see {@link PairReport.rankGuard}). */

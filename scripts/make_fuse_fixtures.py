@@ -463,7 +463,7 @@ def skip_cases(cases):
         return lambda m: m.bn.running_var.__setitem__(index, value)
 
     add("used_twice", UsedTwice, "the conv output also feeds an add: bn(y) + y", "used 2 times")
-    add("called_twice", CalledTwice, "the conv module is called again without a BN", "also read")
+
     add("training", ConvBN, "the BN alone is in training mode", "training mode",
         tweak=lambda m: m.bn.train())
     add("no_running_stats", lambda: ConvBN(nn.BatchNorm2d(6, track_running_stats=False)),
@@ -472,9 +472,18 @@ def skip_cases(cases):
         tweak=set_var(1, float("nan")))
     add("negative_var", ConvBN, "running_var[0] = -1: var + eps <= 0 (output: NaN in channel 0)",
         "var + eps", tweak=set_var(0, -1.0))
-    cases["skip_tied"] = P(
-        simple, Tied, "scripted", NCHW, "two convs share one weight Parameter, each with a BN",
-        [skipped("conv1", "bn1", "tied"), skipped("conv2", "bn2", "tied")],
+    # Site copies: the weight is also read elsewhere, so the site with the BN gets its own
+    # folded copy of the conv (graph constants) and the module's parameters stay as they
+    # are (folded={}: nothing in the state changes; norms given: the float64 check of
+    # module parameters does not apply).
+    cases["site_copy_called_twice"] = P(
+        simple, CalledTwice, "scripted", NCHW, "the conv module is called again without a BN: "
+        "the site with the BN gets its own folded copy of the conv", [folded("conv", "bn")],
+        norms=1, folded={})
+    cases["site_copy_tied"] = P(
+        simple, Tied, "scripted", NCHW, "two convs share one weight Parameter, each with a BN: "
+        "each site gets its own folded copy, the tie stays",
+        [folded("conv1", "bn1"), folded("conv2", "bn2")], norms=2, folded={},
         check=lambda m: m.conv1.weight.data_ptr() == m.conv2.weight.data_ptr())
     cases["skip_shared_class"] = P(
         simple, two_blocks, "scripted", (2, 6, 8, 8), "two instances of one scripted class; "

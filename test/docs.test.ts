@@ -99,7 +99,7 @@ describe('API reference and report schema', () => {
       const training = await fuse(model('trainable').path);
       expect(training.skipped).toBeGreaterThan(0);
       check('training mode', training);
-      for (const name of ['skip_used_twice', 'skip_tied', 'skip_nan_var', 'skip_shared_class', 'skip_called_twice']) {
+      for (const name of ['skip_used_twice', 'skip_training', 'skip_nan_var', 'skip_shared_class', 'skip_negative_var']) {
         const report = await fuse(fuseCase(name));
         expect(report.pairs.some((p) => p.status === 'skipped' && p.reason), name).toBe(true);
         check(name, report);
@@ -108,6 +108,10 @@ describe('API reference and report schema', () => {
       const guarded = await fuse(fuseCase('linear_3d_input'));
       expect(guarded.pairs.some((p) => p.status === 'folded' && p.rankGuard), 'linear_3d_input').toBe(true);
       check('linear_3d_input', guarded);
+      // A fold as a copy of the conv for one call site (its weight is also read elsewhere).
+      const copied = await fuse(fuseCase('site_copy_called_twice'));
+      expect(copied.pairs.some((p) => p.status === 'folded' && p.siteCopy), 'site_copy_called_twice').toBe(true);
+      check('site_copy_called_twice', copied);
     });
 
     it('pairs left unfolded by validation (zero tolerance)', async () => {

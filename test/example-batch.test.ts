@@ -91,7 +91,7 @@ describe('examples/batch/optimize-folder.mjs', () => {
     const models: Record<string, string> = {
       'conv2d_bias_g1_scripted.pt': 'conv2d_bias_g1_scripted',
       'a/skip_used_twice.pt': 'skip_used_twice',
-      'a/b/tied.pth': 'skip_tied',
+      'a/b/tied.pth': 'site_copy_tied',
       'c/cross_boundary_traced.pt': 'cross_boundary_traced',
       'c/d/functional_scripted.pt': 'functional_scripted',
       'c/d/frozen_bn.PT': 'frozen_bn',

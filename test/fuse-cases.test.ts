@@ -92,6 +92,13 @@ describe.each(Object.entries(cases))('%s', (name, c) => {
       expect(Object.keys(state).filter((k) => k.startsWith(`${norm}.`)), norm).toEqual([]);
       expect(Object.keys(m.stateDict()).some((k) => k.startsWith(`${norm}.`)), norm).toBe(true);
     }
+    // A site copy leaves the module's own weight and bias as they were.
+    for (const p of report.pairs.filter((q) => q.status === 'folded' && q.siteCopy)) {
+      expect(p.siteCopy!.bytes).toBeGreaterThan(0);
+      for (const [param, t] of Object.entries(m.stateDict())) {
+        if (param.startsWith(`${p.conv}.`)) expect(values(state[param]), param).toEqual(values(t));
+      }
+    }
     // Folded parameters: bit for bit the correctly rounded float64 value.
     for (const [param, tree] of Object.entries(c.folded_params)) {
       const expected = readTensorData(ref(tree) as never);

@@ -27,6 +27,11 @@ Napi::Object pair_to_js(Napi::Env env, const core::PairReport& p) {
     g.Set("bytes", static_cast<double>(p.guard_bytes));
     o.Set("rankGuard", g);
   }
+  if (p.folded && p.copy_bytes >= 0) {
+    Napi::Object c = Napi::Object::New(env);
+    c.Set("bytes", static_cast<double>(p.copy_bytes));
+    o.Set("siteCopy", c);
+  }
   return o;
 }
 

@@ -250,7 +250,8 @@ bool same_site(const Site& a, const Site& b) { return a.value == b.value && a.fr
 
 // One pass of the rules that tie pairs together; returns whether it changed anything.
 bool enforce_consistency(const ProgramView& view, std::vector<Pair>& pairs,
-                         const std::map<std::string, std::vector<Site>>& readers, const std::set<std::string>& tied) {
+                         const std::map<std::string, std::vector<Site>>& readers, const std::set<std::string>& tied,
+                         bool tune) {
   bool changed = false;
   auto skip = [&](Pair& p, const std::string& why) {
     if (!p.fold) return;
@@ -276,30 +277,44 @@ bool enforce_consistency(const ProgramView& view, std::vector<Pair>& pairs,
   }
   for (auto& [key, group] : by_weight) {
     const Pair& first = *group.front();
+    // Why the weight (or bias) attributes cannot be rewritten for this group, if so.
+    std::string conflict;
     for (Pair* p : group) {
-      if (tied.count(key)) skip(*p, "the weight '" + key + "' is shared with another parameter (tied)");
-      if (p->norm.path != first.norm.path)
-        skip(*p, "'" + key + "' is followed by different BatchNorms at different call sites");
+      if (!p->fold || !conflict.empty()) continue;
+      if (tied.count(key)) conflict = "the weight '" + key + "' is shared with another parameter (tied)";
+      else if (p->norm.path != first.norm.path)
+        conflict = "'" + key + "' is followed by different BatchNorms at different call sites";
     }
     for (const std::string& attr : {key, first.op.bias ? first.op.bias->key() : std::string()}) {
-      if (attr.empty() || !readers.count(attr)) continue;
+      if (!conflict.empty() || attr.empty() || !readers.count(attr)) continue;
       for (const Site& r : readers.at(attr)) {
         bool known = false;
         for (Pair* p : group) {
-          if (!p->fold) continue;
+          if (!p->fold || p->site_copy) continue;
           for (const Site& w : p->op.weight_chain) known = known || same_site(w, r);
           if (attr != key) known = known || same_site(view.origin(Site{p->op.node->input(2), p->op.frame}, false), r);
         }
-        if (!known) {
-          for (Pair* p : group) skip(*p, "'" + attr + "' is also read in " + where(*r.frame));
-        }
+        if (!known && conflict.empty()) conflict = "'" + attr + "' is also read in " + where(*r.frame);
+      }
+    }
+    if (conflict.empty()) continue;
+    // Nothing in this group may rewrite the attributes: each site that folds gets its own copy.
+    for (Pair* p : group) {
+      if (!p->fold || p->site_copy) continue;
+      auto plan = tune ? std::variant<RankGuard, std::string>(std::string("tune mode keeps the modules"))
+                       : plan_site_copy(view, *p);
+      if (auto* g = std::get_if<RankGuard>(&plan); g && !p->guard) {
+        p->site_copy = *g;
+        changed = true;
+      } else {
+        skip(*p, conflict + (g ? "" : " (no copy for this site: " + std::get<std::string>(plan) + ")"));
       }
     }
   }
   for (auto& [node, group] : by_op) {
     if (!group.front()->op.bias_constant_none) continue;
     bool all = group.size() == view.frames_running(node).size();
-    for (Pair* p : group) all = all && p->fold && p->op.weight_chain.size() == 1;
+    for (Pair* p : group) all = all && p->fold && (p->site_copy || p->op.weight_chain.size() == 1);
     if (!all) {
       for (Pair* p : group)
         skip(*p, "the convolution has no bias and its code is shared with instances that cannot fold");
@@ -411,7 +426,7 @@ Analysis analyze(const torch::jit::Module& module, const AnalyzeOptions& options
   const auto readers = attribute_readers(view);
   if (constants) check_constant_attributes(view, readers, a.pairs);
   const auto tied = tied_tensors(module);
-  for (int pass = 0; pass < 64 && enforce_consistency(view, a.pairs, readers, tied); ++pass) {
+  for (int pass = 0; pass < 64 && enforce_consistency(view, a.pairs, readers, tied, options.tune); ++pass) {
   }
   for (Pair& p : a.pairs) {
     if (!p.fold) p.folded.reset();

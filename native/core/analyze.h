@@ -26,7 +26,7 @@
 #include "fold_math.h"
 #include "graph_walk.h"
 #include "patterns.h"
-#include "rank_guard.h"
+#include "op_replay.h"
 
 namespace torchfold::core {
 
@@ -59,8 +59,12 @@ struct Pair {
   std::string reason;  // why not, when !fold
   std::optional<Folded> folded;
   // Set when the fold is exact for one input rank only: the rewrite keeps
-  // the original path for the others (rank_guard.h).
+  // the original path for the others (op_replay.h).
   std::optional<RankGuard> guard;
+  // Set when the weight is also read elsewhere: this site gets its own copy
+  // of the operator with the folded tensors as constants, and the module's
+  // weight and bias stay as they were (op_replay.h).
+  std::optional<RankGuard> site_copy;
 };
 
 // A normalization that runs on something no linear operator made, with why

@@ -58,6 +58,7 @@ class PairBook {
         r.guard_rank = p.guard->rank;
         r.guard_bytes = p.guard->bytes;
       }
+      if (p.fold && p.site_copy) r.copy_bytes = std::max<int64_t>(r.copy_bytes, 0) + p.site_copy->bytes;
     }
     for (const Unpaired& u : a.unpaired) {
       const std::string key = u.norm.path + "|" + u.norm.kind;

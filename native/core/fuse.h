@@ -39,10 +39,12 @@ struct PairReport {
   bool folded = false;
   std::string reason;    // why not, when !folded
   std::string constant;  // constant absorption: "scalar 0.5", "'scale' [8, 1, 1]"
-  // Folded behind a rank guard (rank_guard.h): the input rank it is exact for,
+  // Folded behind a rank guard (op_replay.h): the input rank it is exact for,
   // and the bytes of original weight and bias kept for other ranks.
   int64_t guard_rank = 0;
   int64_t guard_bytes = 0;
+  // Folded as a copy of the operator for this site (op_replay.h): its bytes.
+  int64_t copy_bytes = -1;
 };
 
 // A normalization that runs but follows no convolution/linear (so nothing can

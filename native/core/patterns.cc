@@ -1,6 +1,6 @@
 #include "patterns.h"
 
-#include "rank_guard.h"
+#include "op_replay.h"
 
 #include <set>
 #include <sstream>
@@ -145,7 +145,7 @@ std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_traini
   std::set<const Frame*> fallback;                       // frames called from a rank guard's original path
   for (const Frame* f : view.frames()) {
     const std::string cls = class_name(f->instance);
-    // The original path a rank guard keeps is not a unit of its own (rank_guard.h).
+    // The original path a rank guard keeps is not a unit of its own (op_replay.h).
     if (f->caller && (fallback.count(f->caller) || in_rank_guard_fallback(f->call_node))) {
       fallback.insert(f);
       continue;

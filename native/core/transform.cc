@@ -251,6 +251,13 @@ TransformStats apply_folds(torch::jit::Module& module, Analysis& analysis, Exact
   for (Pair& p : analysis.pairs) {
     if (!p.fold) continue;
     ++stats.folded;
+    if (p.site_copy) {  // the module's tensors stay; this site runs its own folded copy
+      if (removed.insert(p.norm.remove).second) {
+        touched.insert(p.norm.remove->owningGraph());
+        apply_site_copy(p);
+      }
+      continue;
+    }
     const std::string weight_key = p.op.weight ? p.op.weight->key()
                                                : "constant@" + std::to_string(reinterpret_cast<uintptr_t>(p.op.node));
     const at::Tensor weight0 = p.guard ? op_weight(p.op).clone() : at::Tensor();

@@ -1,4 +1,4 @@
-#include "rank_guard.h"
+#include "op_replay.h"
 
 #include <torch/csrc/jit/ir/ir.h>
 
@@ -57,9 +57,11 @@ bool is_rank_guard(const Node* owner) {
 
 }  // namespace
 
-std::variant<RankGuard, std::string> plan_rank_guard(const ProgramView& view, const Pair& p, int64_t rank) {
+namespace {
+
+std::variant<RankGuard, std::string> plan_replay(const ProgramView& view, const Pair& p, int64_t rank, bool op_unique) {
   const Frame* holder = p.norm.holder;
-  if (view.frames_running(p.norm.remove).size() != 1 || view.frames_running(p.op.node).size() != 1) {
+  if (view.frames_running(p.norm.remove).size() != 1 || (op_unique && view.frames_running(p.op.node).size() != 1)) {
     return std::string("its code is shared by several module instances");
   }
   // The operator's input, followed out of the calls between it and the unit.
@@ -87,6 +89,46 @@ std::variant<RankGuard, std::string> plan_rank_guard(const ProgramView& view, co
   return g;
 }
 
+// A new node running the operator of `p` on `input` with constant weight and
+// bias and the constant arguments, inserted before `before`.
+Node* replay_op(const Pair& p, const RankGuard& g, const at::Tensor& weight, const at::Tensor& bias, Node* before) {
+  Graph* graph = before->owningGraph();
+  torch::jit::WithInsertPoint here(before);
+  std::vector<JValue*> inputs = {g.input, graph->insertConstant(weight),
+                                 bias.defined() ? graph->insertConstant(bias) : graph->insertConstant(c10::IValue())};
+  for (const auto& a : g.args) inputs.push_back(graph->insertConstant(*a));
+  Node* op = graph->create(p.op.node->kind(), inputs, 1)->insertBefore(before);
+  op->output()->setType(p.op.node->output()->type());
+  return op;
+}
+
+}  // namespace
+
+std::variant<RankGuard, std::string> plan_rank_guard(const ProgramView& view, const Pair& p, int64_t rank) {
+  return plan_replay(view, p, rank, true);
+}
+
+std::variant<RankGuard, std::string> plan_site_copy(const ProgramView& view, const Pair& p) {
+  auto plan = plan_replay(view, p, 0, false);
+  if (auto* g = std::get_if<RankGuard>(&plan); g && p.folded) {
+    g->bytes = static_cast<int64_t>(p.folded->weight.nbytes() + p.folded->bias.nbytes());
+  }
+  return plan;
+}
+
+void apply_site_copy(const Pair& p) {
+  Node* unit = p.norm.remove;
+  Node* op = replay_op(p, *p.site_copy, p.folded->weight, p.folded->bias, unit);
+  unit->output()->replaceAllUsesWith(op->output());
+  unit->destroy();
+  // The call (or op) that made the unit's input, now unused; calls are not
+  // removed by dead-code elimination (they may have side effects).
+  Node* producer = p.norm.input->node();
+  if (producer->kind() == c10::prim::CallMethod && !p.norm.input->hasUses() && producer->outputs().size() == 1) {
+    producer->destroy();
+  }
+}
+
 void apply_rank_guard(const Pair& p, const at::Tensor& weight, const at::Tensor& bias) {
   const RankGuard& g = *p.guard;
   Node* unit = p.norm.remove;
@@ -104,17 +146,8 @@ void apply_rank_guard(const Pair& p, const at::Tensor& weight, const at::Tensor&
   unit->output()->replaceAllUsesWith(cond_if->output());
   folded->registerOutput(p.norm.input);
   // The fallback: the operator with its original weight and bias, then the unit.
-  Node* op = graph->create(p.op.node->kind(), 1);
-  original->appendNode(op);
-  {
-    torch::jit::WithInsertPoint there(op);
-    op->addInput(g.input);
-    op->addInput(graph->insertConstant(weight));
-    op->addInput(bias.defined() ? graph->insertConstant(bias) : graph->insertConstant(c10::IValue()));
-    for (const auto& a : g.args) op->addInput(graph->insertConstant(*a));
-  }
-  op->output()->setType(p.op.node->output()->type());
   unit->moveBefore(original->return_node());
+  Node* op = replay_op(p, g, weight, bias, unit);
   for (size_t i = 0; i < unit->inputs().size(); ++i) {
     if (unit->input(i) == p.norm.input) unit->replaceInput(i, op->output());
   }
