@@ -307,6 +307,98 @@ class Tied(nn.Module):
         return self.bn1(self.conv1(x)) + self.bn2(self.conv2(x))
 
 
+class FlagBranch(ConvBN):
+    """`if self.flag: z = z + y` on a plain bool attribute no code assigns: decided (frozen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flag = False
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.bn(y)
+        if self.flag:
+            z = z + y
+        return z
+
+
+class AssignedFlag(FlagBranch):
+    """The same, but forward assigns the flag: not a constant, so y has two uses."""
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.bn(y)
+        if self.flag:
+            z = z + y
+        self.flag = False
+        return z
+
+
+class MutatedList(ConvBN):
+    """`if "extra" in self.names` on a list attribute that forward appends to: not a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: List[str] = ["main"]
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.bn(y)
+        if "extra" in self.names:
+            z = z + y
+        self.names.append("seen")
+        return z
+
+
+class LinearBN(nn.Module):
+    """bn(fc(x)) on the module's own input: its rank is unknown to the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(4, 6), nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+class PlainTensors(nn.Module):
+    """Conv and BN tensors held as plain attributes: a trace bakes them in as constants."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.randn(6, 4, 3, 3) * 0.3
+        self.b = torch.randn(6) * 0.1
+        self.rm, self.rv = torch.randn(6) * 0.5, torch.empty(6).uniform_(0.5, 2.0)
+        self.g, self.beta = torch.empty(6).uniform_(0.5, 1.5), torch.randn(6) * 0.2
+
+    PLAIN = ("w", "b", "rm", "rv", "g", "beta")
+
+    def _apply(self, fn, *args, **kwargs):  # .double() for the float64 reference reaches them too
+        for name in self.PLAIN:
+            setattr(self, name, fn(getattr(self, name)))
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, x):
+        y = F.conv2d(x, self.w, self.b, padding=1)
+        return F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
+
+
+class PlainWeightBN(nn.Module):
+    """A plain-tensor conv weight (a traced constant) followed by a BatchNorm2d module."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.randn(6, 4, 3, 3) * 0.3
+        self.bn = nn.BatchNorm2d(6)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.w = fn(self.w)
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, x):
+        return self.bn(F.conv2d(x, self.w, None, padding=1))
+
+
 class Functional(nn.Module):
     def __init__(self):
         super().__init__()
@@ -494,12 +586,36 @@ def skip_cases(cases):
         check=lambda m: m.block1._c._type() == m.block2._c._type())
 
 
+def recall_cases(cases):
+    """Folds found through frozen attributes, rank guards and graph constants (issue 17)."""
+    def add(name, factory, note, pairs, shape=NCHW, kind="scripted", **kw):
+        cases[name] = P(simple, factory, kind, shape, note, pairs, **kw)
+
+    add("frozen_flag", FlagBranch, "`if self.flag: z = z + y` with a plain bool attribute that no "
+        "code assigns: decided as a constant, so y has one use", CONV_BN)
+    add("skip_assigned_flag", AssignedFlag, "the same, but forward assigns self.flag: not a "
+        "constant, so y may have two uses", [skipped("conv", "bn", "used 2 times")])
+    add("skip_mutated_list", MutatedList, "`if 'extra' in self.names` with a list attribute "
+        "that forward appends to: not a constant", [skipped("conv", "bn", "used 2 times")])
+    add("linear_bn1d_unknown_rank", LinearBN, "bn(fc(x)) on the module's input (rank unknown): "
+        "folds behind a rank guard for 2-D input", [folded("fc", "bn")], shape=(3, 4))
+    # Graph constants: nothing in the module's state changes (folded={}), and the float64
+    # check of module parameters does not apply (norms given).
+    add("constants_traced", PlainTensors, "F.conv2d -> F.batch_norm on plain tensor attributes, "
+        "traced: weight, bias and statistics are graph constants", [folded("", "")],
+        kind="traced", norms=1, folded={})
+    add("constant_weight_bn_traced", PlainWeightBN, "F.conv2d on a plain tensor weight (a "
+        "graph constant, no bias) -> BatchNorm2d module, traced", [folded("", "bn")],
+        kind="traced", norms=1, folded={})
+
+
 def all_cases():
     """name -> builder, in manifest order."""
     cases = {}
     product_cases(cases)
     structure_cases(cases)
     skip_cases(cases)
+    recall_cases(cases)
     for arch, (kind, shape, note) in VISION.items():
         cases[f"tv_{arch.split('.')[-1]}_{kind}"] = P(vision_case, arch, kind, shape, note)
     return cases
@@ -523,7 +639,8 @@ def make_case(outdir, name, builder, written):
     torch.manual_seed(zlib.crc32(name.encode()))
     start = time.perf_counter()
     case = builder()
-    dtype = next(case.model.parameters()).dtype
+    first = next(case.model.parameters(), None)  # a model of plain tensors has none
+    dtype = first.dtype if first is not None else case.inputs[0].dtype
     # The reference runs the eager code in float64, copied before jit touches it.
     model64 = copy.deepcopy(case.model).double()
     inputs64 = [x.double() for x in case.inputs]
