@@ -604,6 +604,9 @@ def recall_cases(cases):
     add("constants_traced", PlainTensors, "F.conv2d -> F.batch_norm on plain tensor attributes, "
         "traced: weight, bias and statistics are graph constants", [folded("", "")],
         kind="traced", norms=1, folded={})
+    cases["tv_resnet18_frozen_traced"] = P(
+        vision_case, "resnet18_frozen", "traced", (1, 3, 64, 64),
+        "resnet18(norm_layer=FrozenBatchNorm2d), traced: its eps is a constant in the graph")
     add("constant_weight_bn_traced", PlainWeightBN, "F.conv2d on a plain tensor weight (a "
         "graph constant, no bias) -> BatchNorm2d module, traced", [folded("", "bn")],
         kind="traced", norms=1, folded={})

@@ -63,7 +63,24 @@ void read_batch_norm(const ProgramView& view, Node* bn, const Frame* frame, bool
   }
 }
 
-void read_frozen(const torch::jit::Module& m, NormUnit* unit) {
+// The eps a traced FrozenBatchNorm2d baked into its graph (the attribute is a
+// Python float a trace does not keep): the constant of `running_var (+ reshape) + eps`.
+std::optional<double> traced_eps(const Frame& f) {
+  std::optional<double> eps;
+  for_each_node(f.graph->block(), [&](Node* n) {
+    if (eps || n->kind() != c10::aten::add || n->inputs().size() < 2) return;
+    Node* var = n->input(0)->node();
+    while (var->kind() == c10::aten::reshape || var->kind() == c10::aten::view) var = var->input(0)->node();
+    if (var->kind() != c10::prim::GetAttr || var->s(c10::attr::name) != "running_var") return;
+    if (n->input(1)->node()->kind() != c10::prim::Constant) return;
+    auto c = torch::jit::toIValue(n->input(1));
+    if (c && c->isDouble()) eps = c->toDouble();
+    if (c && c->isTensor() && c->toTensor().numel() == 1) eps = c->toTensor().to(at::kDouble).item<double>();
+  });
+  return eps;
+}
+
+void read_frozen(const torch::jit::Module& m, const Frame& f, NormUnit* unit) {
   NormStats& st = unit->stats;
   const char* names[] = {"weight", "bias", "running_mean", "running_var"};
   at::Tensor* slots[] = {&st.gamma, &st.beta, &st.mean, &st.var};
@@ -79,6 +96,8 @@ void read_frozen(const torch::jit::Module& m, NormUnit* unit) {
     st.eps = m.attr("eps").toDouble();
   } else if (m.type()->hasConstant("eps")) {
     st.eps = m.type()->getConstant("eps").toDouble();
+  } else if (auto eps = traced_eps(f)) {
+    st.eps = *eps;
   } else {
     unit->problem = "it has no eps";
   }
@@ -154,7 +173,7 @@ std::vector<NormUnit> find_norm_units(const ProgramView& view, bool treat_traini
     if (module_call && cls == kFrozenBatchNorm) {
       NormUnit u = module_unit(*f, cls);
       u.spatial_dims = 2;
-      read_frozen(f->instance, &u);
+      read_frozen(f->instance, *f, &u);
       units.push_back(std::move(u));
       continue;
     }
