@@ -414,6 +414,32 @@ class Functional(nn.Module):
         return F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
 
 
+class FunctionalNoBias(Functional):
+    """F.conv2d without a bias on the root's own parameters: the fold adds one, 'w_bias'."""
+
+    def forward(self, x):
+        y = F.conv2d(x, self.w, None, padding=1)
+        return F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
+
+
+class BiasNameTaken(nn.Module):
+    """A bias-less functional conv whose weight is 'weight', while 'bias' holds another tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 4, 3, 3) * 0.3)
+        self.bias = nn.Parameter(torch.randn(6) * 0.1)
+        self.g = nn.Parameter(torch.empty(6).uniform_(0.5, 1.5))
+        self.beta = nn.Parameter(torch.randn(6) * 0.2)
+        self.register_buffer("rm", torch.randn(6) * 0.5)
+        self.register_buffer("rv", torch.empty(6).uniform_(0.5, 2.0))
+
+    def forward(self, x):
+        y = F.conv2d(x, self.weight, None, padding=1)
+        z = F.batch_norm(y, self.rm, self.rv, self.g, self.beta, False, 0.1, 1e-5)
+        return z + self.bias.view(1, -1, 1, 1)
+
+
 def two_blocks():
     # Identical configs, so TorchScript gives both blocks one class.
     return nn.Sequential(OrderedDict(block1=ConvBN(channels=(6, 6)),
@@ -441,6 +467,24 @@ def functional_case(kind):
                 f"F.conv2d -> F.batch_norm on the root's own parameters/buffers, {kind}; "
                 "folded_params use the real names (w, b)", [folded("", "")], norms=1,
                 folded=dict(zip(("w", "b"), params)))
+
+
+def functional_nobias_case(kind):
+    m = FunctionalNoBias().eval()
+    params = fold(m.w, None, m.rm, m.rv, m.g, m.beta, 1e-5)
+    return Case(m, kind, [torch.randn(2, 4, 8, 8)],
+                f"F.conv2d without bias -> F.batch_norm on the root's own parameters, {kind}: "
+                "the new bias is 'w_bias' (the weight is not named 'weight')", [folded("", "")],
+                norms=1, folded=dict(zip(("w", "w_bias"), params)))
+
+
+def bias_name_taken_case():
+    m = BiasNameTaken().eval()
+    params = fold(m.weight, None, m.rm, m.rv, m.g, m.beta, 1e-5)
+    return Case(m, "scripted", [torch.randn(2, 4, 8, 8)],
+                "bias-less F.conv2d on 'weight' while 'bias' holds another tensor (added after the "
+                "BN): the new bias is 'weight_bias', 'bias' keeps its value", [folded("", "")],
+                norms=1, folded={"weight": params[0], "weight_bias": params[1], "bias": m.bias.detach().clone()})
 
 
 def vision_case(arch, kind, shape, note):
@@ -516,6 +560,7 @@ def structure_cases(cases):
             simple, lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6)),
             kind, (2, 4, 2, 2), f"flatten -> Linear -> BatchNorm1d, {kind}", [folded("1", "2")])
         cases[f"functional_{kind}"] = P(functional_case, kind)
+        cases[f"functional_nobias_{kind}"] = P(functional_nobias_case, kind)
 
     def add(name, factory, note, pairs, shape=NCHW, **kw):  # the rest are scripted
         cases[name] = P(simple, factory, "scripted", shape, note, pairs, **kw)
@@ -591,6 +636,7 @@ def recall_cases(cases):
     def add(name, factory, note, pairs, shape=NCHW, kind="scripted", **kw):
         cases[name] = P(simple, factory, kind, shape, note, pairs, **kw)
 
+    cases["functional_bias_name_taken"] = P(bias_name_taken_case)
     add("frozen_flag", FlagBranch, "`if self.flag: z = z + y` with a plain bool attribute that no "
         "code assigns: decided as a constant, so y has one use", CONV_BN)
     add("skip_assigned_flag", AssignedFlag, "the same, but forward assigns self.flag: not a "
