@@ -82,6 +82,65 @@ def build_convbn_half_scripted():
     return module, [mf.case("forward", [x], atol=1e-2)]
 
 
+# Models where not every BatchNorm follows a conv: how many do, from PyTorch's own forward hooks.
+FOLDABLE = {}
+
+
+def foldable_links(model, x):
+    """BatchNorm applications whose input is the very tensor a conv/linear returned (eager, hooks)."""
+    produced, links, handles = {}, [0], []
+    for m in model.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            handles.append(m.register_forward_hook(lambda mod, i, o: produced.__setitem__(id(o), o)))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "FrozenBatchNorm2d":
+            handles.append(m.register_forward_pre_hook(
+                lambda mod, i: links.__setitem__(0, links[0] + (id(i[0]) in produced))))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return links[0]
+
+
+class Backbone(nn.Module):
+    """torchvision's IntermediateLayerGetter (a detection backbone), its dict output as a tuple."""
+
+    def __init__(self, getter):
+        super().__init__()
+        self.getter = getter
+
+    def forward(self, x):
+        out = self.getter(x)
+        return out["feat2"], out["feat4"]
+
+
+def vision_scripted(name, ctor, seed):
+    x = mf.seeded_randn(100 + seed, 1, 3, 64, 64)
+    torch.manual_seed(seed)
+    model = fio.randomize_bn(ctor()).eval()
+    FOLDABLE[name] = foldable_links(model, x)
+    return torch.jit.script(model), [mf.case("forward", [x], atol=mf.BIG_ATOL)]
+
+
+def build_densenet121_scripted():
+    """Scripted DenseNet: its dense layers decide `memory_efficient` and raise in a branch."""
+    import torchvision
+    return vision_scripted("densenet121_scripted",
+                           lambda: torchvision.models.densenet121(weights=None, num_classes=10), 11)
+
+
+def build_backbone_frozen_scripted():
+    """IntermediateLayerGetter over a FrozenBatchNorm2d ResNet-18: `if name in self.return_layers`."""
+    import torchvision
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    def ctor():
+        net = torchvision.models.resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
+        return Backbone(IntermediateLayerGetter(net, {"layer2": "feat2", "layer4": "feat4"}))
+    return vision_scripted("backbone_frozen_scripted", ctor, 12)
+
+
 BUILDERS = {k[len("build_"):]: v for k, v in list(globals().items()) if k.startswith("build_")}
 
 # The operators these models call that libtorch 1.13 does not register.
@@ -122,9 +181,13 @@ def make_all(outdir, version):
     for name, builder in BUILDERS.items():
         start = time.perf_counter()
         models[name] = mf.make_model(outdir, name, builder, written)
-        # Every BatchNorm in these models follows a convolution: all of them must fold.
+        # BatchNorm modules; all of them follow a convolution unless `foldable` says how many do.
         loaded = torch.jit.load(os.path.join(outdir, models[name]["file"]))
-        models[name]["batchNorms"] = sum(1 for _, m in loaded.named_modules() if m.original_name.startswith("BatchNorm"))
+        models[name]["batchNorms"] = sum(1 for _, m in loaded.named_modules()
+                                         if m.original_name in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+                                                                "FrozenBatchNorm2d"))
+        if name in FOLDABLE:
+            models[name]["foldable"] = FOLDABLE[name]
         if name in NEWER_THAN_113:
             models[name]["needsOperator"] = NEWER_THAN_113[name]
         print(f"made {name} ({time.perf_counter() - start:.2f}s)")

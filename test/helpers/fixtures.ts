@@ -40,6 +40,8 @@ export interface ModelFixture {
   cases: Case[];
   /** PyTorch 2.x fixtures: the BatchNorm modules PyTorch counts in the model (each follows a convolution). */
   batchNorms?: number;
+  /** PyTorch 2.x fixtures: how many of those BatchNorms take a conv's output (PyTorch's hooks); absent: all. */
+  foldable?: number;
   /** PyTorch 2.x fixtures: an operator the model calls that libtorch 1.13 lacks. */
   needsOperator?: string;
 }
