@@ -487,9 +487,32 @@ def bias_name_taken_case():
                 norms=1, folded={"weight": params[0], "weight_bias": params[1], "bias": m.bias.detach().clone()})
 
 
+class Backbone(nn.Module):
+    """A detection backbone: IntermediateLayerGetter's dict of features, returned as a tuple."""
+
+    def __init__(self, getter):
+        super().__init__()
+        self.getter = getter
+
+    def forward(self, x):
+        out = self.getter(x)
+        return out["feat2"], out["feat4"]
+
+
+def backbone(frozen):
+    import torchvision
+    from torchvision.models._utils import IntermediateLayerGetter
+    kwargs = {"norm_layer": torchvision.ops.misc.FrozenBatchNorm2d} if frozen else {}
+    net = torchvision.models.resnet18(weights=None, **kwargs)
+    return Backbone(IntermediateLayerGetter(net, {"layer2": "feat2", "layer4": "feat4"}))
+
+
 def vision_case(arch, kind, shape, note):
     import torchvision
     kwargs = {"num_classes": 10}  # a smaller head: same BNs, fewer megabytes
+    if arch in ("backbone", "backbone_frozen"):
+        return Case(prep(backbone(arch == "backbone_frozen")), kind, [torch.randn(*shape)],
+                    f"torchvision {note}, {kind}")
     if arch == "resnet18_frozen":
         ctor = torchvision.models.resnet18
         kwargs["norm_layer"] = torchvision.ops.misc.FrozenBatchNorm2d
@@ -653,6 +676,16 @@ def recall_cases(cases):
     cases["tv_resnet18_frozen_traced"] = P(
         vision_case, "resnet18_frozen", "traced", (1, 3, 64, 64),
         "resnet18(norm_layer=FrozenBatchNorm2d), traced: its eps is a constant in the graph")
+    cases["tv_densenet121_scripted"] = P(
+        vision_case, "densenet121", "scripted", (1, 3, 64, 64),
+        "densenet121: each dense layer's `memory_efficient` branch (a frozen bool) "
+        "and its raising branches decide the path; norm1s, the transitions' norm and norm5 "
+        "follow torch.cat")
+    for arch, norm in (("backbone_frozen", "FrozenBatchNorm2d"), ("backbone", "BatchNorm2d")):
+        cases[f"tv_{arch}_scripted"] = P(
+            vision_case, arch, "scripted", (1, 3, 64, 64),
+            f"IntermediateLayerGetter(resnet18(norm_layer={norm}), {{layer2, layer4}}) in a "
+            "module returning the two features: `if name in self.return_layers` per child")
     add("constant_weight_bn_traced", PlainWeightBN, "F.conv2d on a plain tensor weight (a "
         "graph constant, no bias) -> BatchNorm2d module, traced", [folded("", "bn")],
         kind="traced", norms=1, folded={})
