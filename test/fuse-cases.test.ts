@@ -54,6 +54,28 @@ function errorAgainst(actual: Tensor, ref64: Ref): number {
   return worst;
 }
 
+/** The tensors of a method's result, depth first (a tensor, or a tuple/list of them). */
+async function allTensors(m: ScriptModule, method: string, inputs: TorchValue[]): Promise<Tensor[]> {
+  const out: Tensor[] = [];
+  const walk = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v instanceof Tensor) out.push(v);
+  };
+  walk(await m.run(method, ...inputs));
+  return out;
+}
+
+/** The tensor references of a fixture tree, in the same order. */
+function allRefs(tree: Tree): Ref[] {
+  const out: Ref[] = [];
+  const walk = (t: Tree): void => {
+    if (Array.isArray(t)) t.forEach(walk);
+    else if (t && typeof t === 'object' && '__tensor__' in t) out.push(ref(t));
+  };
+  walk(tree);
+  return out;
+}
+
 async function firstTensor(m: ScriptModule, method: string, inputs: TorchValue[]): Promise<Tensor> {
   let v = await m.run(method, ...inputs);
   while (Array.isArray(v)) v = v[0];
@@ -116,9 +138,14 @@ describe.each(Object.entries(cases))('%s', (name, c) => {
     for (const r of runs) {
       if (r.output === null) continue;  // float16: no CPU kernels in this libtorch
       const inputs = r.inputs.map((t) => decode(inFuseDir(t)));
-      const [orig, fused] = [await firstTensor(m, r.method, inputs), await firstTensor(module, r.method, inputs)];
-      const [eOrig, eFused] = [errorAgainst(orig, ref(r.output64)), errorAgainst(fused, ref(r.output64))];
-      expect(eFused, `${r.method}: fused ${eFused} vs unfused ${eOrig}`).toBeLessThanOrEqual(2 * eOrig + 1e-6);
+      // Every output tensor (a backbone returns a tuple of feature maps), in order.
+      const [orig, fused, refs] = [await allTensors(m, r.method, inputs), await allTensors(module, r.method, inputs), allRefs(r.output64)];
+      expect(fused.length).toBe(refs.length);
+      expect(orig.length).toBe(refs.length);
+      refs.forEach((ref64, i) => {
+        const [eOrig, eFused] = [errorAgainst(orig[i], ref64), errorAgainst(fused[i], ref64)];
+        expect(eFused, `${r.method} output ${i}: fused ${eFused} vs unfused ${eOrig}`).toBeLessThanOrEqual(2 * eOrig + 1e-6);
+      });
     }
     // The result saves and reloads with the same outputs.
     const file = path.join(out, `${name}.pt`);
