@@ -140,7 +140,7 @@ function readTensor(ref, rows) {
 async function maxAbsAgainst(module, input, ref64) {
   const out = await module.forward(input);
   const t = Array.isArray(out) ? out[0] : out;
-  const got = (await t.to('cpu')).toTypedArray();
+  const got = (await t.to('cpu')).toValues();
   let m = 0;
   for (let i = 0; i < ref64.data.length; i++) m = Math.max(m, Math.abs(Number(got[i]) - ref64.data[i]));
   return m;

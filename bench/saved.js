@@ -93,7 +93,7 @@ async function timeInNode(jobs) {
       ort = await ortBench.openRunner(got.ort, path.join(onnx.dir, e.file), e, x.data, x.shape, o.threads);
       runners.push(ort.run);
     }
-    const tfErr = maxAbs((await m.forward(input)).toTypedArray(), ref);
+    const tfErr = maxAbs((await m.forward(input)).toValues(), ref);
     const ortErr = ort ? maxAbs((await ort.run()).data, ref) : null;
     const samples = await timeRounds(runners, [], o.iterations, o.warmup);
     const tfMs = latencyStats(samples[0]).medianMs, ortMs = ort ? latencyStats(samples[1]).medianMs : null;

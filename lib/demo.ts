@@ -41,7 +41,7 @@ function parseArgs(argv: string[]): DemoArgs {
 
 function summarize(value: TorchValue): string {
   if (!(value instanceof Tensor)) return JSON.stringify(value);
-  const data = value.toTypedArray() as Float32Array;
+  const data = value.toValues() as Float32Array;  // float16/bfloat16 decoded, not their bits
   let min = Infinity, max = -Infinity, sum = 0;
   for (const v of data) { min = Math.min(min, v); max = Math.max(max, v); sum += v; }
   const row = value.shape.length === 2 ? Array.from(data.subarray(0, value.shape[1])) : [];

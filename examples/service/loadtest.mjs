@@ -297,7 +297,7 @@ const reference = await load(model);
 const x = Tensor.from(input, shape);
 const y = await reference.forward(x);
 if (!(y instanceof Tensor)) throw new Error('The model does not return a single tensor');
-const expected = /** @type {Float32Array} */ (y.toTypedArray());
+const expected = /** @type {Float32Array} */ (y.toValues());  // values: float16/bfloat16 decoded, as the JSON answers carry them
 x.dispose();
 y.dispose();
 await reference.dispose();

@@ -688,7 +688,9 @@ async function main(cfg) {
               'X-Shape': outShape.join(','), 'X-Dtype': dtype, 'X-Request-Id': requestId,
             }, bytes);
           } else {
-            const list = values instanceof BigInt64Array ? Array.from(values, Number) : Array.from(values);
+            // Values, not bits: float16/bfloat16 come decoded (the binary answer keeps the raw bits, with X-Dtype).
+            const decoded = output.toValues();
+            const list = decoded instanceof BigInt64Array ? Array.from(decoded, Number) : Array.from(decoded);
             sendJson(res, 200, { shape: outShape, dtype, data: list }, { 'X-Request-Id': requestId });
           }
         } finally {

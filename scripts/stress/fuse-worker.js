@@ -23,7 +23,7 @@ const read = (f) => { const b = fs.readFileSync(f); return new Float32Array(b.bu
   const folded = [];
   for (let i = 0; i < d.forwards; i++) folded.push(fused.forward(x));
   const worst = (outs) => outs.reduce((w, y) => {
-    const a = y.toTypedArray();
+    const a = y.toValues();
     y.dispose();
     if (a.length !== expected.length) return Infinity;
     for (let i = 0; i < a.length; i++) { const e = Math.abs(a[i] - expected[i]); if (!(e <= w)) w = e; }

@@ -88,7 +88,7 @@ function maxAbsDiff(actual, expected) {
 /** The output tensor's values (and disposes it), or null when it is not a Tensor. */
 function valuesOf(tf, out) {
   if (!(out instanceof tf.Tensor)) return null;
-  const v = out.toTypedArray();
+  const v = out.toValues();
   out.dispose();
   return v;
 }

@@ -116,7 +116,7 @@ async function childForwards(o) {
     while (started < limit) {
       started++;
       const y = await m.forward(x);
-      lastDiff = maxAbsDiff(y.toTypedArray(), expected);
+      lastDiff = maxAbsDiff(y.toValues(), expected);
       y.dispose();
       if (!(lastDiff <= fx.atol)) bad++;
       worst = Math.max(worst, lastDiff);
@@ -163,7 +163,7 @@ async function childCycles(o) {
     folded = report.pairs.filter((p) => p.status === 'folded').length;
     if (i === 1 || i === o.cycles) {
       const y = await f.forward(x);
-      checks.push({ cycle: i, diff: maxAbsDiff(y.toTypedArray(), expected) });
+      checks.push({ cycle: i, diff: maxAbsDiff(y.toValues(), expected) });
       y.dispose();
     }
     await f.dispose();
