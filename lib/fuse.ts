@@ -33,13 +33,13 @@ export interface ValidateOptions {
   /**
    * Absolute tolerance: an element passes when |after − before| ≤ atol + rtol·|before|.
    *
-   * @defaultValue `1e-4`
+   * @defaultValue `1e-4`; `1e-2` for a float16 or bfloat16 output
    */
   atol?: number;
   /**
    * Relative tolerance, as in {@link ValidateOptions.atol}.
    *
-   * @defaultValue `1e-3`
+   * @defaultValue `1e-3`; `1e-2` for a float16 or bfloat16 output
    */
   rtol?: number;
   /**
@@ -118,13 +118,13 @@ export interface OptimizeOptions {
   /**
    * A candidate must match the input module's outputs within this absolute tolerance.
    *
-   * @defaultValue `validate.atol`, else `1e-4`
+   * @defaultValue `validate.atol`, else `1e-4` (`1e-2` for a float16 or bfloat16 output)
    */
   atol?: number;
   /**
    * A candidate must match the input module's outputs within this relative tolerance.
    *
-   * @defaultValue `validate.rtol`, else `1e-3`
+   * @defaultValue `validate.rtol`, else `1e-3` (`1e-2` for a float16 or bfloat16 output)
    */
   rtol?: number;
   /**
@@ -376,13 +376,29 @@ function tensorsOf(v: TorchValue, out: Tensor[] = []): Tensor[] {
 export type Runner = (inputs: Tensor[]) => Promise<TorchValue>;
 
 /** Errors of `candidate` against `reference` over every floating-point output element. */
+/**
+ * The default tolerance for an output of this dtype: float16 and bfloat16 carry 11 and 8 significant bits, so a
+ * fold (or any other rounding) moves them by about 1e-2 where float32 moves by 1e-6.
+ */
+export function defaultTolerance(dtype: string): { atol: number; rtol: number } {
+  return dtype === 'float16' || dtype === 'bfloat16' ? { atol: 1e-2, rtol: 1e-2 } : { atol: 1e-4, rtol: 1e-3 };
+}
+
+/**
+ * Compares every output tensor of the two runners by value. Without `atol`/`rtol`, each output uses
+ * {@link defaultTolerance} for its dtype; the report gives the tolerance of the first output.
+ */
 export async function compareOutputs(reference: Runner, candidate: Runner, inputs: Tensor[],
-  atol: number, rtol: number): Promise<ValidationReport> {
+  atolOption?: number, rtolOption?: number): Promise<ValidationReport> {
   const [a, b] = [tensorsOf(await reference(inputs)), tensorsOf(await candidate(inputs))];
   if (a.length !== b.length) throw new TorchfoldError('The fused module returns a different number of tensors', 'ERR_VALIDATION');
   let maxAbs = 0, maxRel = 0, passed = true;
+  let reported: { atol: number; rtol: number } | undefined;
   for (let t = 0; t < a.length; t++) {
     const [ref, got] = [await a[t].to('cpu'), await b[t].to('cpu')];
+    const fallback = defaultTolerance(ref.dtype);
+    const atol = atolOption ?? fallback.atol, rtol = rtolOption ?? fallback.rtol;
+    reported ??= { atol, rtol };
     // Values, not bits: float16 and bfloat16 outputs are decoded before they are compared.
     const x = ref.toValues(), y = got.toValues();
     if (x.length !== y.length) throw new TorchfoldError('The fused module returns a tensor of another shape', 'ERR_VALIDATION');
@@ -396,7 +412,8 @@ export async function compareOutputs(reference: Runner, candidate: Runner, input
       if (d > atol + rtol * Math.abs(r)) passed = false;
     }
   }
-  return { maxAbsError: maxAbs, maxRelError: maxRel, atol, rtol, passed, inputs: inputs.length };
+  reported ??= { atol: atolOption ?? 1e-4, rtol: rtolOption ?? 1e-3 };
+  return { maxAbsError: maxAbs, maxRelError: maxRel, atol: reported.atol, rtol: reported.rtol, passed, inputs: inputs.length };
 }
 
 function stats(samples: number[]): LatencyStats {

@@ -563,7 +563,7 @@ async function optimizeStep(self: ScriptModule, handle: NativeModule, fused: Scr
   const opt: OptimizeOptions = typeof o.optimize === 'object' ? o.optimize : {};
   const sample = opt.inputs ?? o.benchmark?.inputs ?? o.validate!.inputs;
   const inputs = await materializeAsync(sample, opt.seed ?? o.benchmark?.seed ?? 0);
-  const atol = opt.atol ?? o.validate?.atol ?? 1e-4, rtol = opt.rtol ?? o.validate?.rtol ?? 1e-3;
+  const atol = opt.atol ?? o.validate?.atol, rtol = opt.rtol ?? o.validate?.rtol;  // undefined: by output dtype
   const requireSaveable = opt.requireSaveable ?? true;
   const original: Runner = forwardOn(handle);
   const entries: Entry[] = [
@@ -583,14 +583,14 @@ async function optimizeStep(self: ScriptModule, handle: NativeModule, fused: Scr
 type Entry = Candidate<ScriptModule>;
 
 async function chooseCandidate(self: ScriptModule, handle: NativeModule, fused: ScriptModule, fusedHandle: NativeModule, o: FuseOptions,
-  opt: OptimizeOptions, entries: Entry[], inputs: Tensor[], atol: number, rtol: number, requireSaveable: boolean):
+  opt: OptimizeOptions, entries: Entry[], inputs: Tensor[], atol: number | undefined, rtol: number | undefined, requireSaveable: boolean):
   Promise<{ module: ScriptModule; report: OptimizeReport }> {
   const original = entries[0].run;
   const signal = o.signal;
   const seed = opt.seed ?? o.benchmark?.seed ?? 0;
   entries.push(...await buildCandidates(fusedHandle, handle.device() === 'cpu', (h) => new ScriptModule(h), signal));
   for (const e of entries) {
-    if (e.recipe) e.recipe.spec.check = checkSample(inputs, seed, atol, rtol);
+    if (e.recipe) e.recipe.spec.check = checkSample(inputs, seed, atol ?? 1e-4, rtol ?? 1e-3);  // float32 samples only
   }
   for (const e of entries.slice(1)) {
     signal?.throwIfAborted();
@@ -650,7 +650,7 @@ async function culprits(handle: NativeModule, o: FuseOptions, original: Runner, 
     o.signal?.throwIfAborted();
     const only = await handle.fuse({ ...nativeOptions(o), exclude: folded.filter((n) => n !== norm) });
     const single = new ScriptModule(only.module as NativeModule);
-    const v = await compareOutputs(original, (xs) => single.forward(...xs), inputs, o.validate!.atol ?? 1e-4, o.validate!.rtol ?? 1e-3);
+    const v = await compareOutputs(original, (xs) => single.forward(...xs), inputs, o.validate!.atol, o.validate!.rtol);
     await single.dispose();
     if (!v.passed) bad.push(norm);
   }
@@ -685,11 +685,11 @@ async function finishFuse(self: ScriptModule, handle: NativeModule, o: FuseOptio
   if (o.validate) {
     const v = o.validate;
     const inputs = await materializeAsync(v.inputs, v.seed ?? 0);
-    const [atol, rtol] = [v.atol ?? 1e-4, v.rtol ?? 1e-3];
+    const [atol, rtol] = [v.atol, v.rtol];  // undefined: by output dtype (defaultTolerance)
     validation = await compareOutputs(original, (xs) => fused.forward(...xs), inputs, atol, rtol);
     if (!validation.passed && v.onFailure === 'throw') {
       throw new TorchfoldError(`Validation failed: max abs error ${validation.maxAbsError.toExponential(3)}, ` +
-        `max rel error ${validation.maxRelError.toExponential(3)} (atol ${atol}, rtol ${rtol})`, 'ERR_VALIDATION');
+        `max rel error ${validation.maxRelError.toExponential(3)} (atol ${validation.atol}, rtol ${validation.rtol})`, 'ERR_VALIDATION');
     }
     if (!validation.passed && (v.onFailure ?? 'unfold') === 'unfold') {
       const bad = await culprits(handle, o, original, inputs, result.report);

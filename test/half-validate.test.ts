@@ -79,11 +79,16 @@ describe.each(MODELS)('$name ($dtype)', (hm) => {
     await m.dispose();
   });
 
-  it.skipIf(skip)(`at the default tolerances the reported error is the value one too${why}`, async () => {
+  it.skipIf(skip)(`at the default tolerances (by dtype: 1e-2 for half precision) it folds, with the value error${why}`, async () => {
     const m = await load(hm.file);
     const x = hm.input();
-    const { module, report } = await m.fuse({ validate: { inputs: [x], onFailure: 'report' } });
-    expect(report.validation!.atol).toBe(1e-4);
+    // The default onFailure ('unfold') would leave pairs unfolded if half outputs were held to float32's 1e-4.
+    const { module, report } = await m.fuse({ validate: { inputs: [x] } });
+    expect(report.validation!.atol).toBe(1e-2);
+    expect(report.validation!.rtol).toBe(1e-2);
+    expect(report.validation!.passed).toBe(true);
+    expect(report.skipped).toBe(0);
+    expect(report.folded).toBeGreaterThan(0);
     expect(report.validation!.maxAbsError).toBe((await worst(m, module, [x])).values);
     await module.dispose();
     await m.dispose();
@@ -103,10 +108,10 @@ describe.each(MODELS)('$name ($dtype)', (hm) => {
     for (const mod of [module, fused, m]) await mod.dispose();
   });
 
-  it.skipIf(skip)(`the CLI's optimize --validate passes it and reports the value error${why}`, async () => {
+  it.skipIf(skip)(`the CLI's optimize --validate (default tolerances) passes it and reports the value error${why}`, async () => {
     const x = hm.input();
     const out = path.join(dir, `${path.basename(hm.file, '.pt')}.cli.pt`);
-    const r = cli(['optimize', hm.file, '--output', out, '--validate', '--atol', String(TOL.atol), '--rtol', String(TOL.rtol),
+    const r = cli(['optimize', hm.file, '--output', out, '--validate',
       '--input-shape', x.shape.join(','), '--input-dtype', hm.dtype, '--json', '-q']);
     expect(r.status, r.stderr + r.stdout).toBe(0);
     const res = (JSON.parse(r.stdout) as { results: { status: string; error: unknown; summary: { folded: number; maxAbsError: number } }[] }).results[0];

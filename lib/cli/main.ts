@@ -84,8 +84,8 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .addOption(new Option('--threads <n>', 'libtorch intra-op threads').argParser((v) => parseInteger(v, '--threads', 1, 1024)));
   shapeOptions(optimize)
     .option('--validate', 'compare outputs with the input model on the sample inputs; fail an input over the tolerance')
-    .addOption(new Option('--atol <x>', 'absolute tolerance for --validate (default 1e-4)').argParser((v) => parseNonNegative(v, '--atol')))
-    .addOption(new Option('--rtol <x>', 'relative tolerance for --validate (default 1e-3)').argParser((v) => parseNonNegative(v, '--rtol')))
+    .addOption(new Option('--atol <x>', 'absolute tolerance for --validate (default 1e-4; 1e-2 for float16/bfloat16 outputs)').argParser((v) => parseNonNegative(v, '--atol')))
+    .addOption(new Option('--rtol <x>', 'relative tolerance for --validate (default 1e-3; 1e-2 for float16/bfloat16 outputs)').argParser((v) => parseNonNegative(v, '--rtol')))
     .option('--unfold-on-failure', 'with --validate: leave the pairs responsible unfolded instead of failing the input')
     .addOption(new Option('--bench <n>', 'time n interleaved runs before and after').argParser((v) => parseInteger(v, '--bench', 1)))
     .option('--dry-run', 'analyze and report only; write nothing')

@@ -94,7 +94,7 @@ export function resolveOptions(f: OptimizeFlags): ResolvedOptions {
     device: f.device,
     inputShapes: shapes,
     inputDtypes: shapes.map((_, i) => dtypes[i] ?? dtypes[0] ?? 'float32'),
-    validate: f.validate ? { atol: f.atol ?? 1e-4, rtol: f.rtol ?? 1e-3, onFailure: f.unfoldOnFailure ? 'unfold' : 'fail' } : null,
+    validate: f.validate ? { atol: f.atol, rtol: f.rtol, onFailure: f.unfoldOnFailure ? 'unfold' : 'fail' } : null,
     bench: f.bench ?? null,
   };
 }

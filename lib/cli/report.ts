@@ -91,7 +91,8 @@ export interface ResolvedOptions {
   device: string;
   inputShapes: number[][];
   inputDtypes: string[];
-  validate: { atol: number; rtol: number; onFailure: 'fail' | 'unfold' } | null;
+  /** --validate: the tolerances given (absent: by output dtype, 1e-4/1e-3, or 1e-2/1e-2 for float16/bfloat16). */
+  validate: { atol?: number; rtol?: number; onFailure: 'fail' | 'unfold' } | null;
   bench: number | null;
 }
 
