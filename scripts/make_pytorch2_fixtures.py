@@ -20,7 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import make_fixtures as mf  # noqa: E402  (re-executes with PYTHONHASHSEED=0, as make_fixtures.py does)
+import make_fixtures as mf  # noqa: E402
+import make_fuse_fixtures as ff  # noqa: E402  (its backbone model and eager_links)  (re-executes with PYTHONHASHSEED=0, as make_fixtures.py does)
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
@@ -86,39 +87,11 @@ def build_convbn_half_scripted():
 FOLDABLE = {}
 
 
-def foldable_links(model, x):
-    """BatchNorm applications whose input is the very tensor a conv/linear returned (eager, hooks)."""
-    produced, links, handles = {}, [0], []
-    for m in model.modules():
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            handles.append(m.register_forward_hook(lambda mod, i, o: produced.__setitem__(id(o), o)))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "FrozenBatchNorm2d":
-            handles.append(m.register_forward_pre_hook(
-                lambda mod, i: links.__setitem__(0, links[0] + (id(i[0]) in produced))))
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return links[0]
-
-
-class Backbone(nn.Module):
-    """torchvision's IntermediateLayerGetter (a detection backbone), its dict output as a tuple."""
-
-    def __init__(self, getter):
-        super().__init__()
-        self.getter = getter
-
-    def forward(self, x):
-        out = self.getter(x)
-        return out["feat2"], out["feat4"]
-
-
 def vision_scripted(name, ctor, seed):
     x = mf.seeded_randn(100 + seed, 1, 3, 64, 64)
     torch.manual_seed(seed)
     model = fio.randomize_bn(ctor()).eval()
-    FOLDABLE[name] = foldable_links(model, x)
+    FOLDABLE[name] = len(ff.eager_links(model, [x])[2])  # BNs whose input a conv/linear returned
     return torch.jit.script(model), [mf.case("forward", [x], atol=mf.BIG_ATOL)]
 
 
@@ -131,14 +104,7 @@ def build_densenet121_scripted():
 
 def build_backbone_frozen_scripted():
     """IntermediateLayerGetter over a FrozenBatchNorm2d ResNet-18: `if name in self.return_layers`."""
-    import torchvision
-    from torchvision.models._utils import IntermediateLayerGetter
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
-    def ctor():
-        net = torchvision.models.resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
-        return Backbone(IntermediateLayerGetter(net, {"layer2": "feat2", "layer4": "feat4"}))
-    return vision_scripted("backbone_frozen_scripted", ctor, 12)
+    return vision_scripted("backbone_frozen_scripted", lambda: ff.backbone(frozen=True), 12)
 
 
 BUILDERS = {k[len("build_"):]: v for k, v in list(globals().items()) if k.startswith("build_")}
@@ -206,6 +172,7 @@ def main(argv):
         print(f"make_pytorch2_fixtures: needs PyTorch 2.x, this is {torch.__version__}", file=sys.stderr)
         return 1
     version = "+".join([fio.source_version("make_pytorch2_fixtures.py"), fio.source_version("make_fixtures.py")[:12],
+                        fio.source_version("make_fuse_fixtures.py")[:12],
                         fio.source_version("make_transform_fixtures.py")[:12]])
     if (fio.read_manifest(outdir) or {}).get("version") == version:
         print("PyTorch 2.x fixtures up to date")

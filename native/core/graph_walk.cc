@@ -389,12 +389,18 @@ bool ProgramView::is_dead(const Node* n, const Frame* frame) const {
   return false;
 }
 
-bool ProgramView::is_dead(const Node* n) const {
-  const auto& frames = frames_running(n);
-  if (frames.empty()) return is_dead(n, nullptr);
-  for (const Frame* f : frames)
-    if (!is_dead(n, f)) return false;
-  return true;
+std::optional<c10::IValue> ProgramView::constant_arg(Site s) const {
+  if (auto c = constant_of(s, false)) return c;
+  Site o = origin(s, false);
+  Node* n = o.value->node();
+  if (n->kind() != c10::prim::ListConstruct) return std::nullopt;
+  std::vector<int64_t> ints;
+  for (JValue* v : n->inputs()) {
+    auto c = constant_of(Site{v, o.frame}, false);
+    if (!c || !c->isInt()) return std::nullopt;
+    ints.push_back(c->toInt());
+  }
+  return c10::IValue(ints);
 }
 
 std::vector<torch::jit::Use> ProgramView::live_uses(JValue* v, const Frame* frame) const {

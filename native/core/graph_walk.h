@@ -90,10 +90,13 @@ class ProgramView {
   // left out.
   std::vector<torch::jit::Use> live_uses(JValue* v, const Frame* frame) const;
 
-  // Whether a node sits in a branch that cannot run in `frame`; without a
-  // frame, in any frame that runs it (constants and frozen attributes).
+  // Whether a node sits in a branch that cannot run in `frame` (constants and
+  // frozen attributes); with a null frame, constants of its own graph only.
   bool is_dead(const Node* n, const Frame* frame) const;
-  bool is_dead(const Node* n) const;
+
+  // A constant argument (constant_of without attributes), or an int list
+  // built from constants (prim::ListConstruct), as convs pass stride and padding.
+  std::optional<c10::IValue> constant_arg(Site s) const;
 
   // Evaluates a boolean, if it is decidable.
   std::optional<bool> eval_bool(Site s, bool use_attributes) const;

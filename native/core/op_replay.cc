@@ -21,22 +21,6 @@ bool available_at(JValue* v, Node* n) {
   return v->node()->kind() == c10::prim::Param || v->node()->isBefore(cur);
 }
 
-// A constant argument: a prim::Constant, or a list of int constants
-// (how scripted and traced code pass stride and padding).
-std::optional<c10::IValue> constant_arg(const ProgramView& view, Site s) {
-  if (auto c = view.constant_of(s, false)) return c;
-  Site o = view.origin(s, false);
-  Node* n = o.value->node();
-  if (n->kind() != c10::prim::ListConstruct) return std::nullopt;
-  c10::List<int64_t> list;
-  for (JValue* in : n->inputs()) {
-    auto c = view.constant_of(Site{in, o.frame}, false);
-    if (!c || !c->isInt()) return std::nullopt;
-    list.push_back(c->toInt());
-  }
-  return c10::IValue(list);
-}
-
 // The shape apply_rank_guard makes: If(aten::eq(aten::dim(x), k)) whose
 // first branch only returns a value made outside, and whose second branch
 // runs one operator on x with a constant weight, then the unit.
@@ -80,7 +64,7 @@ std::variant<RankGuard, std::string> plan_replay(const ProgramView& view, const 
   g.rank = rank;
   g.input = s.value;
   for (size_t i = 3; i < p.op.node->inputs().size(); ++i) {
-    auto c = constant_arg(view, Site{p.op.node->input(i), p.op.frame});
+    auto c = view.constant_arg(Site{p.op.node->input(i), p.op.frame});
     if (!c) return std::string("the operator's arguments are not constants");
     g.args.push_back(c);
   }

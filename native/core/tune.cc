@@ -37,22 +37,6 @@ bool passes(const std::vector<Site>& chain, JValue* v, const Frame* f) {
   return false;
 }
 
-// A constant argument, including int lists built from constants
-// (prim::ListConstruct), as Conv modules pass stride and padding.
-std::optional<c10::IValue> constant_arg(const ProgramView& view, Site s) {
-  if (auto c = view.constant_of(s, false)) return c;
-  Site o = view.origin(s, false);
-  Node* n = o.value->node();
-  if (n->kind() != c10::prim::ListConstruct) return std::nullopt;
-  std::vector<int64_t> ints;
-  for (JValue* v : n->inputs()) {
-    auto c = view.constant_of(Site{v, o.frame}, false);
-    if (!c || !c->isInt()) return std::nullopt;
-    ints.push_back(c->toInt());
-  }
-  return c10::IValue(ints);
-}
-
 bool is_tensor(const c10::TypePtr& t) { return t->kind() == c10::TypeKind::TensorType; }
 bool is_optional_tensor(const c10::TypePtr& t) {
   auto o = t->cast<c10::OptionalType>();
@@ -135,7 +119,7 @@ std::variant<Plan, std::string> make_plan(const ProgramView& view, const Pair& p
     if (plan.has_bias && !is_tensor(t) && !is_optional_tensor(t)) return std::string("the bias is not typed Tensor");
   }
   for (size_t i = 3; i < p.op.node->inputs().size(); ++i) {
-    auto c = constant_arg(view, Site{p.op.node->input(i), p.op.frame});
+    auto c = view.constant_arg(Site{p.op.node->input(i), p.op.frame});
     if (!c) return std::string("the convolution's arguments are not constants");
     plan.constant_args.push_back(*c);
   }
